@@ -1,0 +1,184 @@
+"""Hybrid neuron types: spikes on the forward pass, the rate gradient on the backward pass.
+
+NengoDL's spiking types (``nengo.LIF``, ``nengo.SpikingRectifiedLinear``) switch to
+their rate approximations while training, so a network is trained as an ANN and only
+run as an SNN.  The types here keep spiking during training: the forward pass is the
+exact spiking neuron, with its membrane voltage (and refractory time) carried from one
+timestep to the next, and only the backward pass is replaced, by the derivative of the
+neuron's rate curve.  In inference they are exactly their NengoDL parents.
+
+The builders are registered in NengoDL's own extension point,
+``nengo_dl.neuron_builders.SimNeuronsBuilder.TF_NEURON_IMPL``, when this module is
+imported.
+"""
+
+import nengo
+import numpy as np
+import tensorflow as tf
+from nengo.params import NumberParam
+from nengo_dl.neuron_builders import (
+    LIFBuilder,
+    SimNeuronsBuilder,
+    SpikingRectifiedLinearBuilder,
+)
+
+
+class HybridSoftLIF(nengo.LIF):
+    r"""LIF neuron that spikes in training and back-propagates the SoftLIF rate gradient.
+
+    Forward (training and inference): the spiking LIF neuron of ``nengo.LIF``,
+
+    .. math:: \tau_{RC} \dot v = -v + J, \quad v \ge 1 \Rightarrow
+              \text{spike}, \; v \leftarrow 0 \text{ for } \tau_{ref}.
+
+    Backward (training): the derivative of the SoftLIF rate curve (Hunsberger &
+    Eliasmith 2015, the curve of ``nengo_dl.SoftLIFRate``),
+
+    .. math:: r(J) = \frac{A}{\tau_{ref} + \tau_{RC}\log(1 + 1/\rho(J - 1))},
+              \quad \rho(x) = \sigma \log(1 + e^{x/\sigma}),
+
+    .. math:: \frac{dr}{dJ} = \frac{A\,\tau_{RC}}{(\tau_{ref} + \tau_{RC}
+              \log(1 + 1/\rho))^2} \cdot \frac{\mathrm{sigmoid}((J-1)/\sigma)}
+              {\rho\,(1 + \rho)}.
+
+    Parameters
+    ----------
+    sigma : float
+        Smoothing of the rate curve around the firing threshold (in units of input
+        current); as ``sigma -> 0`` the curve approaches the LIF rate curve.
+    tau_rc, tau_ref, min_voltage, amplitude, initial_state
+        As in `nengo.LIF`.
+    """
+
+    sigma = NumberParam("sigma", low=0, low_open=True)
+
+    def __init__(
+        self,
+        sigma=1.0,
+        tau_rc=0.02,
+        tau_ref=0.002,
+        min_voltage=0,
+        amplitude=1,
+        initial_state=None,
+    ):
+        super().__init__(
+            tau_rc=tau_rc,
+            tau_ref=tau_ref,
+            min_voltage=min_voltage,
+            amplitude=amplitude,
+            initial_state=initial_state,
+        )
+        self.sigma = sigma
+
+    def rate_curve(self, J):
+        """The SoftLIF rate (Hz times ``amplitude``) for input current ``J`` (numpy)."""
+        x = (np.asarray(J, dtype=np.float64) - 1) / self.sigma
+        rho = self.sigma * np.logaddexp(0, x)
+        with np.errstate(divide="ignore"):
+            q = np.where(x > -30, np.log1p(1 / np.maximum(rho, 1e-300)), -x - np.log(self.sigma))
+        return self.amplitude / (self.tau_ref + self.tau_rc * q)
+
+
+class HybridSpikingRectifiedLinear(nengo.SpikingRectifiedLinear):
+    r"""Spiking ReLU that spikes in training and back-propagates the ReLU gradient.
+
+    Forward (training and inference): the integrate-and-fire neuron of
+    ``nengo.SpikingRectifiedLinear``, :math:`v \leftarrow v + \max(J, 0)\,dt`,
+    emitting :math:`\lfloor v \rfloor` spikes of height :math:`A/dt` and keeping the
+    remainder.
+
+    Backward (training): the derivative of the rate :math:`r(J) = A \max(J, 0)`, i.e.
+    :math:`A` where :math:`J > 0` and 0 elsewhere.
+    """
+
+    def rate_curve(self, J):
+        """The rate (Hz times ``amplitude``) for input current ``J`` (numpy)."""
+        return self.amplitude * np.maximum(np.asarray(J, dtype=np.float64), 0)
+
+
+def spikes_with_surrogate_gradient(spikes, J, rate_derivative):
+    """Return ``spikes`` whose gradient with respect to ``J`` is ``rate_derivative(J)``.
+
+    The forward value is exactly ``spikes``; ``rate_derivative`` is only evaluated when
+    a gradient is requested, so inference and the forward pass of training pay nothing
+    for it.
+    """
+
+    @tf.custom_gradient
+    def straight_through(current, spike_train):
+        def grad(upstream):
+            return upstream * rate_derivative(current), None
+
+        return tf.identity(spike_train), grad
+
+    return straight_through(J, tf.stop_gradient(spikes))
+
+
+class HybridBuilderMixin:
+    """Builds a spiking step whose state persists and whose gradient is the rate's.
+
+    NengoDL's ``TFNeuronBuilder.build_step`` holds every neuron state constant in
+    training and swaps the output for ``training_step`` (a rate).  Here the spiking
+    ``step`` of the parent builder runs in both modes, its updated state is written
+    back in both modes, and only the gradient of the output is replaced.
+    """
+
+    spiking = True
+
+    def rate_derivative(self, J):
+        raise NotImplementedError("Subclasses must implement")
+
+    def build_step(self, signals, **step_kwargs):
+        J = signals.gather(self.J_data)
+        state = {name: signals.gather(data) for name, data in self.state_data.items()}
+
+        # The state update carries no gradient: learning flows only through the rate
+        # surrogate of the output, as in the paper's alternating forward/backward pass.
+        spikes, *new_state = self.step(tf.stop_gradient(J), signals.dt, **state)
+        out = spikes_with_surrogate_gradient(spikes, J, self.rate_derivative)
+
+        signals.scatter(self.output_data, out)
+        for data, value in zip(self.state_data.values(), new_state):
+            signals.scatter(data, tf.stop_gradient(value))
+
+
+class HybridSoftLIFBuilder(HybridBuilderMixin, LIFBuilder):
+    """Builds `.HybridSoftLIF`: ``LIFBuilder.step`` forward, SoftLIF gradient back."""
+
+    def build_pre(self, signals, config):
+        super().build_pre(signals, config)
+        self.sigma = signals.op_constant(
+            [op.neurons for op in self.ops],
+            [op.J.shape[0] for op in self.ops],
+            "sigma",
+            signals.dtype,
+        )
+
+    def rate_derivative(self, J):
+        x = (J - self.one) / self.sigma
+        # below x = -20 softplus(x) == exp(x) to float32 precision, and the ratio
+        # sigmoid(x) / (rho (1 + rho)) tends to 1 / sigma; evaluating it directly there
+        # would divide zero by zero.
+        valid = x > -20
+        x_safe = tf.where(valid, x, tf.zeros_like(x))
+        rho = tf.nn.softplus(x_safe) * self.sigma
+        q = tf.where(valid, tf.math.log1p(tf.math.reciprocal(rho)), -x - tf.math.log(self.sigma))
+        ratio = tf.where(
+            valid, tf.sigmoid(x_safe) / (rho * (self.one + rho)), tf.math.reciprocal(self.sigma)
+        )
+        amplitude = self.one if self.amplitude is None else self.amplitude
+        return amplitude * self.tau_rc * ratio / tf.square(self.tau_ref + self.tau_rc * q)
+
+
+class HybridSpikingRectifiedLinearBuilder(HybridBuilderMixin, SpikingRectifiedLinearBuilder):
+    """Builds `.HybridSpikingRectifiedLinear`: spiking step forward, ReLU gradient back."""
+
+    def rate_derivative(self, J):
+        slope = tf.cast(J > 0, J.dtype)
+        return slope if self.amplitude is None else slope * self.amplitude
+
+
+SimNeuronsBuilder.TF_NEURON_IMPL[HybridSoftLIF] = HybridSoftLIFBuilder
+SimNeuronsBuilder.TF_NEURON_IMPL[HybridSpikingRectifiedLinear] = (
+    HybridSpikingRectifiedLinearBuilder
+)
