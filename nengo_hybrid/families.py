@@ -152,6 +152,8 @@ def _activations_of(model):
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):
             found.extend(_activations_of(layer))
+        if isinstance(layer, tf.keras.layers.ReLU):
+            found.append(tf.nn.relu)  # NengoDL converts a ReLU layer through tf.nn.relu
         for attr in ("activation", "function"):
             value = getattr(layer, attr, None)
             if value is not None:

@@ -1,0 +1,19 @@
+import os
+
+import pytest
+
+from nengo_hybrid.paths import data_dir
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    """The real data directory; CI must have it, elsewhere its absence skips."""
+    root = data_dir()
+    if not (root / "caltech101").is_dir():
+        message = (
+            f"no data at {root.resolve()} (set NENGO_HYBRID_DATA, or run `make data`)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root

@@ -1,0 +1,187 @@
+"""Swapping one Keras model across neuron families."""
+
+import nengo
+import nengo_dl
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import nengo_hybrid as nh
+
+FAMILY_RELU = {
+    "rate": nengo.RectifiedLinear,
+    "spiking": nengo.SpikingRectifiedLinear,
+    "hybrid": nh.HybridSpikingRectifiedLinear,
+}
+FAMILY_LIF = {"rate": nengo_dl.SoftLIFRate, "spiking": nengo.LIF, "hybrid": nh.HybridSoftLIF}
+
+
+def relu_model(spelling):
+    """A small conv net whose hidden nonlinearity is ReLU spelled as ``spelling``."""
+    inp = tf.keras.Input((8, 8, 1))
+    if spelling == "conv_activation":
+        x = tf.keras.layers.Conv2D(3, 3, activation="relu", name="hidden")(inp)
+    else:
+        x = tf.keras.layers.Conv2D(3, 3, name="conv")(inp)
+        if spelling == "activation_layer":
+            x = tf.keras.layers.Activation("relu", name="hidden")(x)
+        elif spelling == "tf_nn_relu":
+            x = tf.nn.relu(x)
+        elif spelling == "lambda_tf_nn_relu":
+            x = tf.keras.layers.Lambda(tf.nn.relu, name="hidden")(x)
+        elif spelling == "relu_layer":
+            x = tf.keras.layers.ReLU(name="hidden")(x)
+    x = tf.keras.layers.Flatten()(x)
+    if spelling == "dense_activation":
+        x = tf.keras.layers.Dense(6, activation="relu", name="hidden_dense")(x)
+    elif spelling == "dense_tf_nn_relu":
+        x = tf.keras.layers.Dense(6, activation=tf.nn.relu, name="hidden_dense")(x)
+    out = tf.keras.layers.Dense(2)(x)
+    return tf.keras.Model(inp, out)
+
+
+SPELLINGS = [
+    "conv_activation",
+    "activation_layer",
+    "tf_nn_relu",
+    "lambda_tf_nn_relu",
+    "relu_layer",
+    "dense_activation",
+    "dense_tf_nn_relu",
+]
+
+
+@pytest.mark.parametrize("family", ["rate", "spiking", "hybrid"])
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_every_relu_spelling_becomes_the_family_neuron(spelling, family):
+    converted = nh.convert(relu_model(spelling), family)
+    types = converted.neuron_types()
+    # the conv layer (or the dense layer) became neurons; none remained a TensorNode
+    assert len(types) >= 1
+    assert all(type(t) is FAMILY_RELU[family] for t in types.values()), types
+    assert not [n for n in converted.net.all_nodes if isinstance(n, nengo_dl.TensorNode)]
+
+
+@pytest.mark.parametrize(
+    "make_layer",
+    [
+        lambda x: tf.keras.layers.Activation("elu")(x),
+        lambda x: tf.nn.elu(x),
+        lambda x: tf.keras.layers.Lambda(lambda t: tf.maximum(t, 0.0))(x),
+        lambda x: tf.keras.layers.Dense(6, activation="swish")(x),
+    ],
+)
+def test_an_unconvertible_nonlinearity_fails_loudly(make_layer):
+    inp = tf.keras.Input((5,))
+    x = tf.keras.layers.Dense(6)(inp)
+    out = tf.keras.layers.Dense(2)(make_layer(x))
+    with pytest.raises(TypeError):
+        nh.convert(tf.keras.Model(inp, out), "spiking")
+
+
+def test_a_neuron_outside_the_family_fails_loudly():
+    inp = tf.keras.Input((5,))
+    x = tf.keras.layers.Dense(6, activation="relu")(inp)
+    out = tf.keras.layers.Dense(2, activation="sigmoid")(x)  # becomes nengo.Sigmoid
+    with pytest.raises(nh.ConversionError, match="Sigmoid"):
+        nh.convert(tf.keras.Model(inp, out), "hybrid")
+
+
+def soft_lif_model(seed=0):
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((6, 6, 1))
+    x = tf.keras.layers.Conv2D(4, 3, activation=nh.SoftLIF(sigma=0.02, amplitude=0.01))(inp)
+    x = tf.keras.layers.Flatten()(x)
+    x = tf.keras.layers.Dense(10, activation="relu")(x)
+    return tf.keras.Model(inp, tf.keras.layers.Dense(3)(x))
+
+
+@pytest.mark.parametrize("family", ["rate", "spiking", "hybrid"])
+def test_soft_lif_and_relu_map_to_the_family(family):
+    converted = nh.convert(soft_lif_model(), family)
+    types = list(converted.neuron_types().values())
+    assert [type(t) for t in types] == [FAMILY_LIF[family], FAMILY_RELU[family]]
+    lif = types[0]
+    assert (lif.tau_rc, lif.tau_ref, lif.amplitude) == (0.02, 0.002, 0.01)
+    if family != "spiking":
+        assert lif.sigma == 0.02
+
+
+def test_rate_family_computes_the_keras_function():
+    model = soft_lif_model()
+    images = np.random.RandomState(1).uniform(0, 3, size=(8, 6, 6, 1)).astype(np.float32)
+    converted = nh.convert(model, "rate")
+    with converted.simulator(minibatch_size=4, n_steps=1) as sim:
+        nengo_out = nh.simulation.predict(sim, converted.inputs(images), converted.output)
+    np.testing.assert_allclose(nengo_out, model.predict(images, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_scale_firing_rates_and_synapse_are_applied():
+    model = soft_lif_model()
+    converted = nh.convert(model, "hybrid", scale_firing_rates=50, synapse=0.005)
+    for ens in converted.net.all_ensembles:
+        assert ens.gain.options[0] == 50
+        assert np.isclose(ens.neuron_type.amplitude, (0.01 if isinstance(ens.neuron_type, nh.HybridSoftLIF) else 1) / 50)
+    neuron_conns = [c for c in converted.net.all_connections if isinstance(c.pre_obj, nengo.ensemble.Neurons)]
+    assert neuron_conns and all(c.synapse == nengo.Lowpass(0.005) for c in neuron_conns)
+
+
+def test_a_user_family_can_be_registered():
+    family = nh.NeuronFamily(
+        "regular_spiking_test",
+        relu=lambda: nengo.RegularSpiking(nengo.RectifiedLinear()),
+        soft_lif=lambda a: nengo.RegularSpiking(nengo.LIFRate(tau_rc=a.tau_rc, tau_ref=a.tau_ref)),
+        spiking=True,
+    )
+    nh.register_family(family)
+    try:
+        converted = nh.convert(soft_lif_model(), "regular_spiking_test")
+        assert all(type(t) is nengo.RegularSpiking for t in converted.neuron_types().values())
+    finally:
+        del nh.FAMILIES["regular_spiking_test"]
+    with pytest.raises(KeyError, match="unknown neuron family"):
+        nh.convert(soft_lif_model(), "regular_spiking_test")
+
+
+def test_weights_trained_in_one_family_load_into_another():
+    model = soft_lif_model()
+    rng = np.random.RandomState(2)
+    x = rng.uniform(0, 3, size=(16, 6, 6, 1)).astype(np.float32)
+    y = rng.uniform(-1, 1, size=(16, 3)).astype(np.float32)
+
+    rate = nh.convert(model, "rate")
+    spiking = nh.convert(model, "spiking")
+    with rate.simulator(minibatch_size=8, n_steps=1) as rate_sim:
+        before = [w.copy() for w in rate_sim.keras_model.get_weights()]
+        rate.compile(rate_sim, tf.optimizers.Adam(0.05), tf.losses.mse)
+        rate_sim.fit(rate.inputs(x), rate.targets(y), epochs=3, verbose=0)
+        trained = rate_sim.keras_model.get_weights()
+        assert any(not np.allclose(a, b) for a, b in zip(before, trained))
+        with spiking.simulator(minibatch_size=8, n_steps=1) as spiking_sim:
+            nh.transfer_weights(rate_sim, spiking_sim)
+            for a, b in zip(trained, spiking_sim.keras_model.get_weights()):
+                np.testing.assert_array_equal(a, b)
+
+    other = nh.convert(relu_model("conv_activation"), "spiking")
+    with rate.simulator(minibatch_size=8, n_steps=1) as a, other.simulator(minibatch_size=8, n_steps=1) as b:
+        with pytest.raises(ValueError, match="same Keras model"):
+            nh.transfer_weights(a, b)
+
+
+def test_firing_rates_match_the_lif_rate_curve():
+    """One Dense layer with identity weights: each neuron gets one known current."""
+    currents = np.array([1.5, 2.0, 4.0, 8.0], dtype=np.float32)
+    inp = tf.keras.Input((4,))
+    hidden = tf.keras.layers.Dense(4, activation=nh.SoftLIF(sigma=0.01), use_bias=False)
+    out = tf.keras.layers.Dense(1)(hidden(inp))
+    model = tf.keras.Model(inp, out)
+    hidden.set_weights([np.eye(4, dtype=np.float32)])
+
+    converted = nh.convert(model, "spiking", scale_firing_rates=2.0)
+    x = np.tile(currents, (4, 1))
+    with converted.simulator(minibatch_size=2) as sim:  # looped: 1000 steps
+        rates = converted.firing_rates(sim, x, n_steps=1000)
+    expected = nengo.LIF().rates(currents * 2.0, 1, 0)  # the scale multiplies the current
+    assert rates["neurons"] == {hidden.name: 4}
+    np.testing.assert_allclose(rates["layers"][hidden.name], expected.mean(), rtol=0.02)
+    np.testing.assert_allclose(rates["network"], expected.mean(), rtol=0.02)
