@@ -29,13 +29,10 @@ def load_example(root, image_id, size, grey=True):
     """One resized image (float32 in [0, 1], shape ``(height, width, channels)``) and
     its normalised box ``(top, left, bottom, right)``."""
     root = Path(root)
-    height, width = size
-    with Image.open(root / IMAGE_DIR / f"image_{image_id}.jpg") as img:
+    path = root / IMAGE_DIR / f"image_{image_id}.jpg"
+    with Image.open(path) as img:
         orig_w, orig_h = img.size
-        img = img.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR)
-        pixels = np.asarray(img, dtype=np.float32) / 255.0
-    if grey:
-        pixels = pixels[..., None]
+    pixels = load_image(path, size, grey)
     top, bottom, left, right = (
         scipy.io.loadmat(root / ANNOTATION_DIR / f"annotation_{image_id}.mat")["box_coord"]
         .ravel()
@@ -50,3 +47,35 @@ def load_airplanes(root, size=(32, 48), ids=None, grey=True):
     ids = image_ids(root) if ids is None else ids
     pairs = [load_example(root, i, size, grey) for i in ids]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), list(ids)
+
+
+CATEGORY_DIR = Path("101_ObjectCategories")
+
+
+def categories(root):
+    """Sorted names of the category folders present under ``101_ObjectCategories``."""
+    folder = Path(root) / CATEGORY_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (expected the Caltech-101 layout)")
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("image_*.jpg")))
+
+
+def load_image(path, size, grey=True):
+    """One image resized to ``size`` = (height, width), float32 in [0, 1], HWC."""
+    height, width = size
+    with Image.open(path) as img:
+        img = img.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR)
+        pixels = np.asarray(img, dtype=np.float32) / 255.0
+    return pixels[..., None] if grey else pixels
+
+
+def load_classification(root, size=(32, 48), per_class=None, grey=True, names=None):
+    """Images of every category (the first ``per_class`` of each, sorted by id) with
+    integer labels in the order of ``names`` (default: `categories`)."""
+    names = categories(root) if names is None else list(names)
+    images, labels = [], []
+    for label, name in enumerate(names):
+        paths = sorted((Path(root) / CATEGORY_DIR / name).glob("image_*.jpg"))[:per_class]
+        images += [load_image(p, size, grey) for p in paths]
+        labels += [label] * len(paths)
+    return np.stack(images), np.array(labels, dtype=np.int32), names

@@ -6,10 +6,40 @@ converts a Keras model into a NengoDL network of any neuron family (`convert`).
 """
 
 import os
+import sys
 
 # TensorFlow's C++ logging is noise for users of this package; set the variable
 # yourself (e.g. to 0) before importing to see it again.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_LOG_LEVEL = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+
+def _import_nengo_dl_quietly():
+    """nengo_dl's import sets TF_CPP_MIN_LOG_LEVEL=1 and starts a Python subprocess
+    that imports TensorFlow to look for GPUs; that child logs TensorFlow's start-up
+    noise to our stderr.  At our log level the child's stderr is dropped (it reports
+    through its exit code), and the level is put back afterwards."""
+    if int(_LOG_LEVEL) < 2 or "nengo_dl" in sys.modules:
+        import nengo_dl  # noqa: F401
+    else:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            import nengo_dl  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = _LOG_LEVEL
+
+
+_import_nengo_dl_quietly()
+if int(_LOG_LEVEL) >= 2:
+    # the Python side too (e.g. retracing notices when many simulators are built)
+    tf.get_logger().setLevel("ERROR")
 
 from nengo_hybrid.activations import SoftLIF  # noqa: E402
 from nengo_hybrid.families import (  # noqa: E402

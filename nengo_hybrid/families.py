@@ -16,7 +16,6 @@ layer silently kept another neuron type or fell back to a ``TensorNode``.
 """
 
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -30,6 +29,7 @@ from nengo_dl.converter import LayerConverter
 from nengo_hybrid.activations import SoftLIF
 from nengo_hybrid.metrics import firing_rates
 from nengo_hybrid.neurons import HybridSoftLIF, HybridSpikingRectifiedLinear
+from nengo_hybrid.simulation import make_simulator
 from nengo_hybrid.regularization import FiringRateLoss, RateRegularization, dummy_targets
 
 RELU_FUNCTIONS = (tf.nn.relu, tf.keras.activations.relu)
@@ -222,14 +222,9 @@ class ConvertedNetwork:
         # use_loop is a network setting, read once when the simulator is built
         with self.net:
             nengo_dl.configure_settings(use_loop=use_loop)
-        with warnings.catch_warnings():
-            # a CPU-only machine is a supported setup, not a problem to warn about
-            warnings.filterwarnings("ignore", message="No GPU support detected")
-            # nengo computes max rates from intercepts that a gain/bias ensemble ignores
-            warnings.filterwarnings("ignore", message="divide by zero", category=RuntimeWarning)
-            return nengo_dl.Simulator(
-                self.net, minibatch_size=minibatch_size, progress_bar=progress_bar, **kwargs
-            )
+        return make_simulator(
+            self.net, minibatch_size=minibatch_size, progress_bar=progress_bar, **kwargs
+        )
 
     def compile(self, sim, optimizer, loss, regularization: Optional[RateRegularization] = None,
                 metrics=None):
@@ -241,7 +236,10 @@ class ConvertedNetwork:
             weights[self.output] = regularization.output_weight
             for name, probe in self.hidden_probes().items():
                 losses[probe] = FiringRateLoss(
-                    regularization.target_hz, self.amplitudes()[name], name=f"rate_{name}"
+                    regularization.target_hz,
+                    self.amplitudes()[name],
+                    per=regularization.per,
+                    name=f"rate_{name}",
                 )
                 weights[probe] = regularization.hidden_weight
         sim.compile(

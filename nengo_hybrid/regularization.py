@@ -24,11 +24,15 @@ class RateRegularization:
         Loss weight of each hidden layer's rate loss (the paper: 0.01).
     output_weight : float
         Loss weight of the task loss on the output probe (the paper: 1).
+    per : ``"neuron"`` or ``"layer"``
+        Pull every neuron's rate to the target (NengoDL's own example, which the paper
+        follows), or only each layer's mean rate (leaves neurons free to differ).
     """
 
     target_hz: float = 250.0
     hidden_weight: float = 0.01
     output_weight: float = 1.0
+    per: str = "neuron"
 
 
 class FiringRateLoss(tf.keras.losses.Loss):
@@ -48,19 +52,29 @@ class FiringRateLoss(tf.keras.losses.Loss):
         Target rate :math:`r^*` in Hz.
     amplitude : float
         The neurons' amplitude :math:`A`.
+    per : ``"neuron"`` or ``"layer"``
+        With ``"layer"`` the layer's mean rate replaces each :math:`\bar y_i / A`, so
+        only the mean is pulled toward the target.
     """
 
-    def __init__(self, target_hz, amplitude=1.0, name="firing_rate"):
+    def __init__(self, target_hz, amplitude=1.0, per="neuron", name="firing_rate"):
         super().__init__(name=name)
+        if per not in ("neuron", "layer"):
+            raise ValueError(f"per must be 'neuron' or 'layer', not {per!r}")
         self.target_hz = float(target_hz)
         self.amplitude = float(amplitude)
+        self.per = per
 
     def call(self, y_true, y_pred):
         rates = tf.reduce_mean(y_pred, axis=1) / self.amplitude
+        if self.per == "layer":
+            rates = tf.reduce_mean(rates, axis=-1, keepdims=True)
         return tf.reduce_mean(tf.square(rates - self.target_hz), axis=-1)
 
     def get_config(self):
-        return dict(super().get_config(), target_hz=self.target_hz, amplitude=self.amplitude)
+        return dict(
+            super().get_config(), target_hz=self.target_hz, amplitude=self.amplitude, per=self.per
+        )
 
 
 def dummy_targets(n_examples):

@@ -1,6 +1,22 @@
-"""Running a NengoDL simulator over a data set of any size."""
+"""Building NengoDL simulators and running them over a data set of any size."""
 
+import warnings
+
+import nengo_dl
 import numpy as np
+
+
+def make_simulator(net, **kwargs):
+    """``nengo_dl.Simulator(net, **kwargs)`` without the warnings that say nothing here."""
+    kwargs.setdefault("progress_bar", False)
+    with warnings.catch_warnings():
+        # a CPU-only machine is a supported setup, not a problem to warn about
+        warnings.filterwarnings("ignore", message="No GPU support detected")
+        # nengo derives max rates and intercepts from the converter's gain and bias,
+        # which it need not (and for some LIF gains cannot) do; they are unused
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="nengo.neurons")
+        warnings.filterwarnings("ignore", message="Non-finite values detected in `max_rates`")
+        return nengo_dl.Simulator(net, **kwargs)
 
 
 def iterate_predictions(sim, inputs, chunk_batches=4):
@@ -50,3 +66,54 @@ def predict(sim, inputs, probe, last_steps=None):
             values = values[:, -last_steps:]
         parts.append(values.mean(axis=1))
     return np.concatenate(parts)
+
+
+def single_neuron_layer(neuron_type, n_neurons, training=False, seed=0):
+    """A network of ``n_neurons`` neurons (gain 1, bias 0) fed one current each.
+
+    Returns ``(net, input_node, probe)``; ``training`` sets NengoDL's learning phase
+    (what ``sim.fit`` runs) for every run of the network.
+    """
+    import nengo
+
+    with nengo.Network(seed=seed) as net:
+        nengo_dl.configure_settings(learning_phase=training)
+        node = nengo.Node(np.zeros(n_neurons))
+        ens = nengo.Ensemble(
+            n_neurons,
+            1,
+            neuron_type=neuron_type,
+            gain=nengo.dists.Choice([1]),
+            bias=nengo.dists.Choice([0]),
+        )
+        nengo.Connection(node, ens.neurons, synapse=None)
+        probe = nengo.Probe(ens.neurons)
+    return net, node, probe
+
+
+def neuron_response(neuron_type, currents, n_steps, training=False, seed=0):
+    """Output of one neuron per current (constant, or ``(n_steps, n)``) over
+    ``n_steps`` timesteps: shape ``(n_steps, n)``."""
+    currents = np.asarray(currents, dtype=np.float32)
+    if currents.ndim == 1:
+        currents = np.tile(currents, (n_steps, 1))
+    net, node, probe = single_neuron_layer(neuron_type, currents.shape[1], training, seed)
+    with make_simulator(net) as sim:
+        sim.run_steps(n_steps, data={node: currents[None]})
+        return sim.data[probe]
+
+
+def neuron_gradient(neuron_type, currents, n_steps=1, seed=0):
+    """Gradient of the summed training-mode output over ``n_steps`` timesteps with
+    respect to each neuron's constant input current: shape ``(n,)``."""
+    import tensorflow as tf
+
+    currents = np.asarray(currents, dtype=np.float32)
+    net, node, _ = single_neuron_layer(neuron_type, len(currents), True, seed)
+    with make_simulator(net) as sim:
+        inputs = sim._generate_inputs({node: np.tile(currents, (1, n_steps, 1))})
+        current = tf.Variable(inputs[sim.get_name(node)])
+        inputs[sim.get_name(node)] = current
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(sim.keras_model(inputs, training=True)[0])
+        return tape.gradient(total, current).numpy()[0].sum(axis=0)

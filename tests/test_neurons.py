@@ -2,12 +2,11 @@
 and exactly their NengoDL parents in inference."""
 
 import nengo
-import nengo_dl
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import nengo_hybrid as nh
+from nengo_hybrid.simulation import neuron_gradient, neuron_response
 
 DT = 0.001
 # currents that give 40-400 Hz for both types, so that 1 s holds enough spikes for 2 %
@@ -25,28 +24,8 @@ PARENT_TYPES = {
 }
 
 
-def single_layer(neuron_type, n_neurons, training, seed=3):
-    """input node -> neurons (gain 1, bias 0) -> probe"""
-    with nengo.Network(seed=seed) as net:
-        nengo_dl.configure_settings(learning_phase=training)
-        node = nengo.Node(np.zeros(n_neurons))
-        ens = nengo.Ensemble(
-            n_neurons,
-            1,
-            neuron_type=neuron_type,
-            gain=nengo.dists.Choice([1]),
-            bias=nengo.dists.Choice([0]),
-        )
-        nengo.Connection(node, ens.neurons, synapse=None)
-        probe = nengo.Probe(ens.neurons)
-    return net, node, probe
-
-
 def run(neuron_type, currents, n_steps, training, seed=3):
-    net, node, probe = single_layer(neuron_type, len(currents), training, seed)
-    with nengo_dl.Simulator(net, progress_bar=False) as sim:
-        sim.run_steps(n_steps, data={node: np.tile(currents, (1, n_steps, 1))})
-        return sim.data[probe]
+    return neuron_response(neuron_type, currents, n_steps, training, seed)
 
 
 @pytest.mark.parametrize("kind", ["lif", "relu"])
@@ -72,38 +51,27 @@ def test_nengo_dl_parents_do_not_spike_in_training(kind):
     assert not np.allclose(counts, np.round(counts), atol=1e-4)
 
 
-def gradient_of_summed_output(neuron_type, currents, n_steps=10):
-    net, node, probe = single_layer(neuron_type, len(currents), training=True)
-    with nengo_dl.Simulator(net, progress_bar=False) as sim:
-        inputs = sim._generate_inputs({node: np.tile(currents, (1, n_steps, 1))})
-        x = tf.Variable(inputs[sim.get_name(node)].astype(np.float32))
-        inputs[sim.get_name(node)] = x
-        with tf.GradientTape() as tape:
-            outputs = sim.keras_model(inputs, training=True)
-            total = tf.reduce_sum(outputs[0])
-        return tape.gradient(total, x).numpy()[0]
-
-
 @pytest.mark.parametrize("kind", ["lif", "relu"])
 @pytest.mark.parametrize("amplitude", [1.0, 0.01])
 def test_backward_pass_is_the_rate_derivative(kind, amplitude):
     neuron_type = HYBRID_TYPES[kind](amplitude)
     # include currents below threshold and near it, where the SoftLIF curve bends
     currents = np.concatenate([[-1.0, 0.5, 0.99, 1.01], CURRENTS[kind]])
-    grad = gradient_of_summed_output(neuron_type, currents)
+    grad = neuron_gradient(neuron_type, currents, n_steps=10)
 
     h = 1e-5
     finite_difference = (
         neuron_type.rate_curve(currents + h) - neuron_type.rate_curve(currents - h)
     ) / (2 * h)
     # every timestep's output gets d rate / dJ; the input of each step has its own
-    np.testing.assert_allclose(grad, np.tile(finite_difference, (10, 1)), rtol=1e-3, atol=1e-6 * amplitude)
+    # each of the 10 timesteps' outputs contributes d rate / dJ
+    np.testing.assert_allclose(grad, 10 * finite_difference, rtol=1e-3, atol=1e-5 * amplitude)
     assert np.all(np.isfinite(grad))
 
 
 def test_softlif_gradient_is_finite_far_below_threshold():
     currents = np.array([-1e4, -50.0, 0.0])
-    grad = gradient_of_summed_output(nh.HybridSoftLIF(sigma=0.02), currents, n_steps=1)
+    grad = neuron_gradient(nh.HybridSoftLIF(sigma=0.02), currents)
     assert np.all(np.isfinite(grad)) and np.all(grad >= 0)
 
 
@@ -114,14 +82,12 @@ def test_inference_equals_parent_step_by_step(kind, amplitude):
     # a varying input, so that refractory periods and partial steps are exercised
     n_steps, n = 300, 20
     scale = 3.0 if kind == "lif" else 300.0
-    currents = rng.uniform(0, scale, size=(1, n_steps, n))
+    currents = rng.uniform(0, scale, size=(n_steps, n))
 
-    outputs = []
-    for neuron_type in (HYBRID_TYPES[kind](amplitude), PARENT_TYPES[kind](amplitude)):
-        net, node, probe = single_layer(neuron_type, n, training=False, seed=7)
-        with nengo_dl.Simulator(net, progress_bar=False) as sim:
-            sim.run_steps(n_steps, data={node: currents})
-            outputs.append(sim.data[probe])
+    outputs = [
+        neuron_response(neuron_type, currents, n_steps, training=False, seed=7)
+        for neuron_type in (HYBRID_TYPES[kind](amplitude), PARENT_TYPES[kind](amplitude))
+    ]
     hybrid, parent = outputs
     assert np.count_nonzero(parent) > 100
     np.testing.assert_array_equal(hybrid, parent)
