@@ -183,6 +183,9 @@ class ConvertedNetwork:
         The family the neurons belong to.
     layer_probes : dict of {str: nengo.Probe}
         A probe on the neurons of every Keras layer that became neurons, by layer name.
+        They are part of a simulator only when it is built with ``layer_probes=True``
+        (for firing rates and rate regularisation): every probe adds its layer's whole
+        activity to each prediction.
     """
 
     converter: nengo_dl.Converter
@@ -208,14 +211,21 @@ class ConvertedNetwork:
     def amplitudes(self):
         return {name: float(nt.amplitude) for name, nt in self.neuron_types().items()}
 
-    def simulator(self, minibatch_size=32, n_steps=None, progress_bar=False, **kwargs):
+    def simulator(self, minibatch_size=32, n_steps=None, layer_probes=False, progress_bar=False,
+                  **kwargs):
         """A ``nengo_dl.Simulator`` set up for speed.
 
         ``n_steps`` fixes the number of timesteps and unrolls them into one graph
         (``unroll_simulation=n_steps, use_loop=False``): the fastest setting for
         training and for evaluating at one number of timesteps.  Without it, the
-        simulator runs any number of timesteps in a loop.
+        simulator runs any number of timesteps in a loop.  ``layer_probes`` includes
+        the probe on every layer (needed by `firing_rates` and rate regularisation).
         """
+        for probe in self.layer_probes.values():
+            if layer_probes and probe not in self.net.probes:
+                self.net.probes.append(probe)
+            elif not layer_probes and probe in self.net.probes:
+                self.net.probes.remove(probe)
         use_loop = n_steps is None
         if not use_loop:
             kwargs.setdefault("unroll_simulation", n_steps)
@@ -233,6 +243,7 @@ class ConvertedNetwork:
         losses = {self.output: loss}
         weights = {self.output: 1.0}
         if regularization is not None:
+            self._require_layer_probes(sim, "rate regularisation")
             weights[self.output] = regularization.output_weight
             for name, probe in self.hidden_probes().items():
                 losses[probe] = FiringRateLoss(
@@ -274,7 +285,15 @@ class ConvertedNetwork:
 
         See `nengo_hybrid.metrics.firing_rates`.
         """
+        self._require_layer_probes(sim, "firing rates")
         return firing_rates(sim, self.inputs(x, n_steps), self.layer_probes, self.amplitudes())
+
+    def _require_layer_probes(self, sim, purpose):
+        if any(probe not in sim.model.probes for probe in self.layer_probes.values()):
+            raise ValueError(
+                f"{purpose} need the layer probes: build the simulator with "
+                f"converted.simulator(..., layer_probes=True)"
+            )
 
 
 def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed=0,
@@ -332,7 +351,9 @@ def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed
             # layers such as Flatten pass their input's neurons on unchanged
             if isinstance(obj, nengo.ensemble.Neurons) and obj.ensemble not in seen:
                 seen.add(obj.ensemble)
-                converted.layer_probes[layer.name] = nengo.Probe(obj, label=f"{layer.name}.rates")
+                converted.layer_probes[layer.name] = nengo.Probe(
+                    obj, label=f"{layer.name}.rates", add_to_container=False
+                )
     return converted
 
 

@@ -33,7 +33,8 @@ def firing_rates(sim, inputs, layer_probes, amplitudes):
     """
     sums = {name: 0.0 for name in layer_probes}
     n_examples = 0
-    for _, outputs in iterate_predictions(sim, inputs):
+    # one minibatch at a time: every layer's whole activity comes back
+    for _, outputs in iterate_predictions(sim, inputs, chunk_batches=1):
         n_examples += len(next(iter(outputs.values())))
         for name, probe in layer_probes.items():
             values = outputs[probe]

@@ -16,6 +16,7 @@ import nengo
 import numpy as np
 import tensorflow as tf
 from nengo.params import NumberParam
+from tensorflow.python.framework import smart_cond
 from nengo_dl.neuron_builders import (
     LIFBuilder,
     SimNeuronsBuilder,
@@ -121,25 +122,57 @@ class HybridBuilderMixin:
     training and swaps the output for ``training_step`` (a rate).  Here the spiking
     ``step`` of the parent builder runs in both modes, its updated state is written
     back in both modes, and only the gradient of the output is replaced.
+
+    In inference the parent's ``step`` runs as it is, so the output is the parent's bit
+    for bit.  In training the same maths is compiled with XLA (``jit_compile``), which
+    fuses its dozen element-wise operations (and those of the rate derivative on the
+    backward pass) into one loop each: several times faster on CPU and GPU, equal to
+    the parent's step up to float rounding.
     """
 
     spiking = True
+    # set to False (before building a simulator) to train without XLA
+    fuse_with_xla = True
 
     def rate_derivative(self, J):
         raise NotImplementedError("Subclasses must implement")
+
+    def build_pre(self, signals, config):
+        super().build_pre(signals, config)
+        if self.fuse_with_xla:
+            self.fused_step = tf.function(self.step, jit_compile=True, autograph=False)
+            self.fused_rate_derivative = tf.function(
+                self.rate_derivative, jit_compile=True, autograph=False
+            )
+        else:
+            self.fused_step, self.fused_rate_derivative = self.step, self.rate_derivative
+
+    def training_outputs(self, J, dt, state):
+        # The state update carries no gradient: learning flows only through the rate
+        # surrogate of the output, as in the paper's alternating forward/backward pass.
+        spikes, *new_state = self.fused_step(tf.stop_gradient(J), dt, **state)
+        out = spikes_with_surrogate_gradient(spikes, J, self.fused_rate_derivative)
+        return (out,) + tuple(tf.stop_gradient(value) for value in new_state)
 
     def build_step(self, signals, **step_kwargs):
         J = signals.gather(self.J_data)
         state = {name: signals.gather(data) for name, data in self.state_data.items()}
 
-        # The state update carries no gradient: learning flows only through the rate
-        # surrogate of the output, as in the paper's alternating forward/backward pass.
-        spikes, *new_state = self.step(tf.stop_gradient(J), signals.dt, **state)
-        out = spikes_with_surrogate_gradient(spikes, J, self.rate_derivative)
+        def inference_outputs():
+            return tuple(tf.stop_gradient(x) for x in self.step(J, signals.dt, **state))
 
-        signals.scatter(self.output_data, out)
-        for data, value in zip(self.state_data.values(), new_state):
-            signals.scatter(data, tf.stop_gradient(value))
+        if self.config.inference_only:
+            outputs = inference_outputs()
+        else:
+            outputs = smart_cond.smart_cond(
+                self.config.training,
+                true_fn=lambda: self.training_outputs(J, signals.dt, state),
+                false_fn=inference_outputs,
+            )
+
+        signals.scatter(self.output_data, outputs[0])
+        for data, value in zip(self.state_data.values(), outputs[1:]):
+            signals.scatter(data, value)
 
 
 class HybridSoftLIFBuilder(HybridBuilderMixin, LIFBuilder):

@@ -179,9 +179,43 @@ def test_firing_rates_match_the_lif_rate_curve():
 
     converted = nh.convert(model, "spiking", scale_firing_rates=2.0)
     x = np.tile(currents, (4, 1))
-    with converted.simulator(minibatch_size=2) as sim:  # looped: 1000 steps
+    with converted.simulator(minibatch_size=2, layer_probes=True) as sim:  # looped: 1000 steps
         rates = converted.firing_rates(sim, x, n_steps=1000)
     expected = nengo.LIF().rates(currents * 2.0, 1, 0)  # the scale multiplies the current
     assert rates["neurons"] == {hidden.name: 4}
     np.testing.assert_allclose(rates["layers"][hidden.name], expected.mean(), rtol=0.02)
     np.testing.assert_allclose(rates["network"], expected.mean(), rtol=0.02)
+
+
+def test_rate_regularization_pulls_layer_rates_to_the_target():
+    model = soft_lif_model(seed=3)
+    rng = np.random.RandomState(4)
+    x = rng.uniform(0, 3, size=(32, 6, 6, 1)).astype(np.float32)
+    y = rng.uniform(-1, 1, size=(32, 3)).astype(np.float32)
+    target = 150.0
+    regularization = nh.RateRegularization(target_hz=target, hidden_weight=0.01, per="layer")
+    converted = nh.convert(model, "rate")
+    with converted.simulator(minibatch_size=8, n_steps=1, layer_probes=True) as sim:
+        lif_layer = next(n for n, t in converted.neuron_types().items() if isinstance(t, nengo_dl.SoftLIFRate))
+        before = converted.firing_rates(sim, x, n_steps=1)["layers"][lif_layer]
+        converted.compile(sim, tf.optimizers.Adam(0.01), tf.losses.mse, regularization=regularization)
+        sim.fit(converted.inputs(x), converted.targets(y, regularization), epochs=40, verbose=0)
+        after = converted.firing_rates(sim, x, n_steps=1)["layers"][lif_layer]
+    assert abs(after - target) < 0.25 * abs(before - target), (before, after)
+
+
+def test_firing_rate_loss_is_mean_squared_rate_error_in_hz():
+    # two neurons at 0.5 and 1.5 output with amplitude 0.01 -> 50 Hz and 150 Hz
+    y_pred = tf.constant([[[0.5, 1.5], [0.5, 1.5]]])
+    per_neuron = nh.FiringRateLoss(100.0, amplitude=0.01)(None, y_pred)
+    per_layer = nh.FiringRateLoss(100.0, amplitude=0.01, per="layer")(None, y_pred)
+    np.testing.assert_allclose(per_neuron.numpy(), 50.0**2)
+    np.testing.assert_allclose(per_layer.numpy(), 0.0, atol=1e-6)
+
+
+def test_firing_rates_need_the_layer_probes():
+    converted = nh.convert(soft_lif_model(), "spiking")
+    with converted.simulator(minibatch_size=2, n_steps=2) as sim:
+        assert not any(p in sim.model.probes for p in converted.layer_probes.values())
+        with pytest.raises(ValueError, match="layer_probes=True"):
+            converted.firing_rates(sim, np.zeros((2, 6, 6, 1)), n_steps=2)

@@ -1,0 +1,190 @@
+"""Time per training epoch and per inference of one LocNet-sized network.
+
+Compared: plain tf.keras; the NengoDL rate family (one timestep); the spiking and hybrid
+families over ``--steps`` timesteps; and, as the outside peer, the same network trained
+spike-aware in keras-spiking (``SpikingActivation``) over the same timesteps.  Each time
+is the best of ``--repeats`` epochs after one warm-up epoch (which builds the graph).
+Prints the ratios and writes ``results/benchmarks/neurons.json``.
+
+    python benchmarks/neurons.py --data DIR --steps 10
+"""
+
+import nengo_hybrid as nh  # noqa: I001  (first: it quiets TensorFlow)
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nengo
+import nengo_dl
+import numpy as np
+import tensorflow as tf
+
+from data_prep.caltech101 import image_ids, load_airplanes
+from nengo_hybrid.models.locnet import build_locnet
+from nengo_hybrid.paths import add_data_argument, data_dir
+
+
+def best_time(run, repeats):
+    run()  # warm-up: graph construction and tracing
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def keras_times(model, x, y, batch, repeats):
+    model.compile(tf.optimizers.Adam(1e-3), "mse")
+    fit = best_time(lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0), repeats)
+    predict = best_time(lambda: model.predict(x, batch_size=batch, verbose=0), repeats)
+    return fit, predict
+
+
+def nengo_times(model, family, x, y, batch, steps, repeats, train=True):
+    spiking = nh.get_family(family).spiking
+    converted = nh.convert(model, family, synapse=0.005 if spiking else None)
+    with converted.simulator(minibatch_size=batch, n_steps=steps) as sim:
+        inputs = converted.inputs(x, steps)
+        fit = None
+        if train:
+            converted.compile(sim, tf.optimizers.Adam(1e-3), tf.losses.mse)
+            targets = converted.targets(y, n_steps=steps)
+            fit = best_time(lambda: sim.fit(inputs, targets, epochs=1, verbose=0), repeats)
+        predict = best_time(lambda: sim.predict(inputs, verbose=0), repeats)
+    return fit, predict
+
+
+def keras_spiking_model(model, steps):
+    """The same layers and weights, each nonlinearity a keras-spiking SpikingActivation."""
+    import keras_spiking
+
+    inp = tf.keras.Input((steps,) + model.input_shape[1:])
+    x = inp
+    for layer in model.layers[1:]:
+        config = layer.get_config()
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            config["activation"] = None
+        clone = type(layer).from_config(config)
+        x = tf.keras.layers.TimeDistributed(clone)(x)
+        clone.set_weights(layer.get_weights())
+        if activation is not None and activation is not tf.keras.activations.linear:
+            x = keras_spiking.SpikingActivation(activation, dt=0.001, spiking_aware_training=True)(x)
+    return tf.keras.Model(inp, x)
+
+
+def keras_spiking_times(model, x, y, batch, steps, repeats):
+    spiking_model = keras_spiking_model(model, steps)
+    xs = np.repeat(x[:, None], steps, axis=1)
+    ys = np.repeat(y[:, None], steps, axis=1)
+    return keras_times(spiking_model, xs, ys, batch, repeats)
+
+
+def versions():
+    import keras_spiking
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "nengo": nengo.__version__,
+        "nengo_dl": nengo_dl.__version__,
+        "keras_spiking": keras_spiking.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_argument(parser)
+    parser.add_argument("--steps", type=int, default=10, help="timesteps of the spiking runs")
+    parser.add_argument("--images", type=int, default=720, help="at most this many airplanes")
+    parser.add_argument("--size", type=int, nargs=2, default=(96, 144), metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--neuron", choices=["lif", "relu"], default="lif",
+                        help="SoftLIF (LocNet's) or ReLU hidden units")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["spiking", "keras_spiking"],
+                        help="leave out slow peers")
+    parser.add_argument("--no-xla", action="store_true",
+                        help="train the hybrid neurons without XLA fusion (for comparison)")
+    parser.add_argument("--out", default="results/benchmarks/neurons.json")
+    args = parser.parse_args(argv)
+    if args.no_xla:
+        from nengo_hybrid.neurons import HybridBuilderMixin
+
+        HybridBuilderMixin.fuse_with_xla = False
+
+    root = data_dir(args.data) / "caltech101"
+    ids = image_ids(root)[: args.images]
+    x, y, _ = load_airplanes(root, size=tuple(args.size), ids=ids, grey=False)
+    n = len(x) - len(x) % args.batch
+    x, y = x[:n], y[:n]
+    activation = nh.SoftLIF(sigma=0.005, amplitude=0.01) if args.neuron == "lif" else "relu"
+    model = build_locnet(x.shape[1:], activation=activation)
+    steps = args.steps
+    print(f"{n} real Caltech-101 airplanes of {x.shape[1:]}, {args.neuron} units, "
+          f"{model.count_params()} parameters, {steps} timesteps, {os.cpu_count()} CPU cores, "
+          f"GPU: {bool(tf.config.list_physical_devices('GPU'))}", flush=True)
+
+    rows = {}
+
+    def record(name, fit, predict):
+        rows[name] = {"epoch_s": fit, "inference_s": predict}
+        fit_text = "   -   " if fit is None else f"{fit:7.2f}"
+        print(f"{name:>14}: epoch {fit_text} s   inference {predict:7.2f} s", flush=True)
+
+    record("keras", *keras_times(model, x, y, args.batch, args.repeats))
+    record("nengo_rate", *nengo_times(model, "rate", x, y, args.batch, 1, args.repeats))
+    if "spiking" not in args.skip:
+        # NengoDL trains its spiking family as rates over the timesteps
+        record("nengo_spiking", *nengo_times(model, "spiking", x, y, args.batch, steps, args.repeats))
+    record("nengo_hybrid", *nengo_times(model, "hybrid", x, y, args.batch, steps, args.repeats))
+    if "keras_spiking" not in args.skip:
+        record("keras_spiking", *keras_spiking_times(model, x, y, args.batch, steps, args.repeats))
+
+    keras_epoch = rows["keras"]["epoch_s"]
+    ratios = {
+        "rate_epoch / keras_epoch": rows["nengo_rate"]["epoch_s"] / keras_epoch,
+        "hybrid_epoch / (steps * keras_epoch)": rows["nengo_hybrid"]["epoch_s"] / (steps * keras_epoch),
+    }
+    if "keras_spiking" in rows:
+        ratios["keras_spiking_epoch / (steps * keras_epoch)"] = rows["keras_spiking"]["epoch_s"] / (steps * keras_epoch)
+        ratios["hybrid_epoch / keras_spiking_epoch"] = rows["nengo_hybrid"]["epoch_s"] / rows["keras_spiking"]["epoch_s"]
+    print()
+    for name, value in ratios.items():
+        print(f"{name:>45}: {value:6.2f}")
+
+    result = {
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "images": n,
+        "image_shape": list(x.shape[1:]),
+        "steps": steps,
+        "batch": args.batch,
+        "neuron": args.neuron,
+        "xla_fused_hybrid_training": not args.no_xla,
+        "cpu_cores": os.cpu_count(),
+        "gpu": bool(tf.config.list_physical_devices("GPU")),
+        "machine": platform.platform(),
+        "versions": versions(),
+        "times": rows,
+        "ratios": ratios,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, out)
+    print(f"\nwrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Plain tf.keras models (the ANNs) of the experiments."""
