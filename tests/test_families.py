@@ -219,3 +219,16 @@ def test_firing_rates_need_the_layer_probes():
         assert not any(p in sim.model.probes for p in converted.layer_probes.values())
         with pytest.raises(ValueError, match="layer_probes=True"):
             converted.firing_rates(sim, np.zeros((2, 6, 6, 1)), n_steps=2)
+
+
+def test_same_seed_same_spikes_other_seed_other_spikes():
+    model = soft_lif_model()
+    x = np.random.RandomState(5).uniform(0, 3, size=(4, 6, 6, 1)).astype(np.float32)
+
+    def spikes(seed):
+        converted = nh.convert(model, "hybrid", seed=seed)
+        with converted.simulator(minibatch_size=4, n_steps=20) as sim:
+            return nh.simulation.predict(sim, converted.inputs(x, 20), converted.output)
+
+    np.testing.assert_array_equal(spikes(0), spikes(0))
+    assert not np.array_equal(spikes(0), spikes(1))  # the initial voltages differ

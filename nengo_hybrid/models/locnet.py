@@ -10,7 +10,7 @@ import tensorflow as tf
 
 
 def build_locnet(input_shape=(96, 144, 3), activation="relu", filters=(8, 16, 32),
-                 dense_units=(256, 64, 32), seed=0, name="locnet"):
+                 dense_units=(256, 64, 32), hidden_bias=0.0, seed=0, name="locnet"):
     """The LocNet Keras model.
 
     Parameters
@@ -23,10 +23,15 @@ def build_locnet(input_shape=(96, 144, 3), activation="relu", filters=(8, 16, 32
         Channels of each (convolution, pooling convolution) pair.
     dense_units : tuple of 3 ints
         Units of the three hidden dense layers; the fourth dense layer has 4 (linear).
+    hidden_bias : float
+        Initial bias of every hidden unit.  LIF-type units only fire once their input
+        current passes 1, so starting them at 1 keeps a freshly initialised network
+        from being silent (and its SoftLIF gradients from vanishing).
     seed : int
         Seed of the weight initialisers.
     """
     init = tf.keras.initializers.GlorotUniform
+    bias = tf.keras.initializers.Constant(hidden_bias)
     inputs = tf.keras.Input(input_shape, name="image")
     x = inputs
     k = 0
@@ -34,13 +39,14 @@ def build_locnet(input_shape=(96, 144, 3), activation="relu", filters=(8, 16, 32
         for stride, label in ((1, "conv"), (2, "pool")):
             x = tf.keras.layers.Conv2D(
                 n, 3, strides=stride, padding="same", activation=activation,
-                kernel_initializer=init(seed + k), name=f"{label}{i + 1}",
+                kernel_initializer=init(seed + k), bias_initializer=bias, name=f"{label}{i + 1}",
             )(x)
             k += 1
     x = tf.keras.layers.Flatten(name="flatten")(x)
     for i, n in enumerate(dense_units):
         x = tf.keras.layers.Dense(
-            n, activation=activation, kernel_initializer=init(seed + k), name=f"dense{i + 1}"
+            n, activation=activation, kernel_initializer=init(seed + k), bias_initializer=bias,
+            name=f"dense{i + 1}",
         )(x)
         k += 1
     box = tf.keras.layers.Dense(4, kernel_initializer=init(seed + k), name="box")(x)
