@@ -10,7 +10,7 @@ DATA_ABS := $(abspath $(DATA))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NENGO_HYBRID_DATA := $(DATA_ABS)
 
-.PHONY: setup test demo benchmark clean
+.PHONY: setup data test demo benchmark clean
 
 setup: $(STAMP)
 
@@ -22,11 +22,15 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,benchmarks]" "tensorflow==2.12.1"
 	touch $(STAMP)
 
+# Fetches the real data sets from their official sources into $(DATA).
+data: setup
+	$(PY) -m data_prep.download --data "$(DATA_ABS)"
+
 # The whole suite: unit tests, tests on the real data, and every notebook.
 test: setup
 	@if [ ! -d "$(DATA_ABS)/caltech101" ]; then \
 	  echo "No data at $(DATA_ABS): tests that need it are skipped, notebooks are not run."; \
-	  echo "Point DATA=... (or NENGO_HYBRID_DATA) at a folder holding caltech101/."; \
+	  echo "Run 'make data' to fetch it, or point DATA=... (or NENGO_HYBRID_DATA) at a folder holding caltech101/."; \
 	  $(PY) -m pytest -n 2 tests; \
 	else \
 	  $(PY) -m pytest -n 2 tests --nbmake notebooks; \

@@ -1,72 +1,173 @@
-"""Caltech-101 airplanes with their bounding boxes, read from the official layout.
+"""Caltech-101, read in place from its official layout.
 
+Airplanes with bounding boxes (LocNet):
 ``<root>/101_ObjectCategories/airplanes/image_NNNN.jpg`` with
 ``<root>/Annotations/Airplanes_Side_2/annotation_NNNN.mat``, whose ``box_coord`` is
 ``[top, bottom, left, right]`` in pixels.  Each image is resized to the configured size
-and its box is mapped into the same frame; the target is the box's corners normalised
-to [0, 1] as ``(top, left, bottom, right)``.
+and its box is mapped into the same frame; the target is the box's corners normalised to
+[0, 1] as ``(top, left, bottom, right)`` (fractions of the image height and width, so
+resizing leaves them unchanged).
+
+Every category folder (classification): ``<root>/101_ObjectCategories/<name>/``.
+
+Bad input raises one `DataError` naming the file and the problem.
 """
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-IMAGE_DIR = Path("101_ObjectCategories") / "airplanes"
+CATEGORY_DIR = Path("101_ObjectCategories")
+IMAGE_DIR = CATEGORY_DIR / "airplanes"
 ANNOTATION_DIR = Path("Annotations") / "Airplanes_Side_2"
+# a box may overhang the image by this many pixels (annotation slop) and is clipped;
+# one that overhangs by more is rejected
+BOX_TOLERANCE_PX = 5
+
+
+class DataError(ValueError):
+    """A file of the data set is missing, unreadable or inconsistent."""
+
+
+class EmptyBoxError(DataError):
+    """An annotation whose box has no area (the official set has one: 0118)."""
+
+
+@dataclass
+class Airplanes:
+    """Resized images, normalised boxes ``(top, left, bottom, right)`` and image ids."""
+
+    images: np.ndarray
+    boxes: np.ndarray
+    ids: List[str]
+
+
+def _ids(folder, prefix):
+    return {p.stem[len(prefix):]: p for p in folder.glob(f"{prefix}*")}
 
 
 def image_ids(root):
-    """Sorted ids (the ``NNNN`` of ``image_NNNN.jpg``) of the airplane images."""
-    folder = Path(root) / IMAGE_DIR
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder (expected the Caltech-101 layout)")
-    return sorted(p.stem.split("_")[1] for p in folder.glob("image_*.jpg"))
+    """Sorted ids (the ``NNNN`` of ``image_NNNN.jpg``) of the airplane images, checked
+    to have exactly one annotation each."""
+    root = Path(root)
+    image_folder, annotation_folder = root / IMAGE_DIR, root / ANNOTATION_DIR
+    for folder in (image_folder, annotation_folder):
+        if not folder.is_dir():
+            raise DataError(
+                f"{folder}: no such folder; expected the official Caltech-101 layout "
+                f"(101_ObjectCategories/airplanes and Annotations/Airplanes_Side_2); "
+                f"run `make data` to fetch it"
+            )
+    images = _ids(image_folder, "image_")
+    annotations = _ids(annotation_folder, "annotation_")
+    if not images:
+        raise DataError(f"{image_folder}: no image_NNNN.jpg files")
+    for i in sorted(set(images) - set(annotations)):
+        raise DataError(f"{images[i]}: no annotation (expected {annotation_folder / f'annotation_{i}.mat'})")
+    for i in sorted(set(annotations) - set(images)):
+        raise DataError(f"{annotations[i]}: annotation without its image (expected {image_folder / f'image_{i}.jpg'})")
+    return sorted(images)
+
+
+def load_image(path, size, grey=True):
+    """One image resized to ``size`` = (height, width), float32 in [0, 1], HWC.
+
+    Returns the pixels and the original ``(height, width)``.
+    """
+    height, width = size
+    try:
+        with Image.open(path) as img:
+            original = (img.height, img.width)
+            img.load()  # decodes the whole file: a truncated JPEG fails here
+            img = img.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: unreadable or truncated image ({err})") from None
+    return (pixels[..., None] if grey else pixels), original
+
+
+def read_box(path, image_shape, image_path):
+    """The box of an annotation as normalised ``(top, left, bottom, right)``."""
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as err:  # scipy raises several types for a bad file
+        raise DataError(f"{path}: unreadable .mat file ({err})") from None
+    if "box_coord" not in mat:
+        raise DataError(f"{path}: no box_coord variable (has {sorted(k for k in mat if not k.startswith('__'))})")
+    coords = np.asarray(mat["box_coord"], dtype=np.float64).ravel()
+    if coords.size != 4 or not np.all(np.isfinite(coords)):
+        raise DataError(f"{path}: box_coord should be 4 finite numbers, got {coords.tolist()}")
+    top, bottom, left, right = coords
+    height, width = image_shape
+    if bottom <= top or right <= left:
+        raise EmptyBoxError(f"{path}: empty box (top {top}, bottom {bottom}, left {left}, right {right})")
+    if bottom <= 0 or top >= height or right <= 0 or left >= width:
+        raise DataError(f"{path}: box {coords.tolist()} lies wholly outside its {width}x{height} image {image_path}")
+    overhang = max(-top, -left, bottom - height, right - width)
+    if overhang > BOX_TOLERANCE_PX:
+        raise DataError(
+            f"{path}: box {coords.tolist()} overhangs its {width}x{height} image by {overhang:g} px "
+            f"(at most {BOX_TOLERANCE_PX} px is repaired)"
+        )
+    if overhang > 0:
+        warnings.warn(f"{path}: box overhangs its image by {overhang:g} px; clipped to the image")
+        top, left = max(top, 0), max(left, 0)
+        bottom, right = min(bottom, height), min(right, width)
+    return np.array([top / height, left / width, bottom / height, right / width], dtype=np.float32)
 
 
 def load_example(root, image_id, size, grey=True):
-    """One resized image (float32 in [0, 1], shape ``(height, width, channels)``) and
-    its normalised box ``(top, left, bottom, right)``."""
+    """One resized image and its normalised box ``(top, left, bottom, right)``."""
     root = Path(root)
-    path = root / IMAGE_DIR / f"image_{image_id}.jpg"
-    with Image.open(path) as img:
-        orig_w, orig_h = img.size
-    pixels = load_image(path, size, grey)
-    top, bottom, left, right = (
-        scipy.io.loadmat(root / ANNOTATION_DIR / f"annotation_{image_id}.mat")["box_coord"]
-        .ravel()
-        .astype(np.float64)
-    )
-    box = np.array([top / orig_h, left / orig_w, bottom / orig_h, right / orig_w])
-    return pixels, np.clip(box, 0, 1).astype(np.float32)
+    image_path = root / IMAGE_DIR / f"image_{image_id}.jpg"
+    pixels, original = load_image(image_path, size, grey)
+    box = read_box(root / ANNOTATION_DIR / f"annotation_{image_id}.mat", original, image_path)
+    return pixels, box
 
 
 def load_airplanes(root, size=(32, 48), ids=None, grey=True):
-    """Images and boxes of the given ids (all if None), stacked."""
-    ids = image_ids(root) if ids is None else ids
-    pairs = [load_example(root, i, size, grey) for i in ids]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), list(ids)
+    """Images, boxes and ids of the given airplane ids (all if None), stacked.
+
+    An example whose box has no area is left out with a warning naming its file (the
+    returned ids say which were kept); any other bad file raises `DataError`.
+    """
+    ids = image_ids(root) if ids is None else list(ids)
+    images, boxes, kept = [], [], []
+    for i in ids:
+        try:
+            pixels, box = load_example(root, i, size, grey)
+        except EmptyBoxError as err:
+            warnings.warn(f"{err}; example left out")
+            continue
+        images.append(pixels)
+        boxes.append(box)
+        kept.append(i)
+    if not kept:
+        raise DataError(f"{Path(root) / ANNOTATION_DIR}: no usable box among {len(ids)} annotations")
+    return np.stack(images), np.stack(boxes), kept
 
 
-CATEGORY_DIR = Path("101_ObjectCategories")
+def split_ids(ids, test_fraction=0.1, seed=0):
+    """Seeded split of ``ids`` into (train, test), each sorted."""
+    ids = sorted(ids)
+    order = np.random.RandomState(seed).permutation(len(ids))
+    n_test = int(round(test_fraction * len(ids)))
+    test = sorted(ids[i] for i in order[:n_test])
+    train = sorted(ids[i] for i in order[n_test:])
+    return train, test
 
 
 def categories(root):
     """Sorted names of the category folders present under ``101_ObjectCategories``."""
     folder = Path(root) / CATEGORY_DIR
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder (expected the Caltech-101 layout)")
+        raise DataError(f"{folder}: no such folder (expected the Caltech-101 layout)")
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("image_*.jpg")))
-
-
-def load_image(path, size, grey=True):
-    """One image resized to ``size`` = (height, width), float32 in [0, 1], HWC."""
-    height, width = size
-    with Image.open(path) as img:
-        img = img.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR)
-        pixels = np.asarray(img, dtype=np.float32) / 255.0
-    return pixels[..., None] if grey else pixels
 
 
 def load_classification(root, size=(32, 48), per_class=None, grey=True, names=None):
@@ -76,6 +177,6 @@ def load_classification(root, size=(32, 48), per_class=None, grey=True, names=No
     images, labels = [], []
     for label, name in enumerate(names):
         paths = sorted((Path(root) / CATEGORY_DIR / name).glob("image_*.jpg"))[:per_class]
-        images += [load_image(p, size, grey) for p in paths]
+        images += [load_image(p, size, grey)[0] for p in paths]
         labels += [label] * len(paths)
     return np.stack(images), np.array(labels, dtype=np.int32), names

@@ -1,0 +1,136 @@
+"""Fetch the real data sets from their official sources: ``make data``.
+
+    python -m data_prep.download caltech101 [--data DIR]
+
+Caltech-101 (Li, Andreeto, Ranzato, Perona; doi:10.22002/D1.20086) comes as
+``caltech-101.zip`` holding ``101_ObjectCategories.tar.gz`` and ``Annotations.tar``.  The
+download goes through pooch (caching, progress bar); both inner archives are checked
+against their published md5 before anything is extracted, and only the airplanes and
+their annotations are extracted, in the official layout, into ``DIR/caltech101``.  The
+extraction happens in a temporary folder that is renamed into place at the end, so a
+failed or interrupted run leaves nothing half-written.
+"""
+
+import argparse
+import shutil
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pooch
+from tqdm import tqdm
+
+from nengo_hybrid.paths import add_data_argument, data_dir
+
+CALTECH101_URL = "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip?download=1"
+CALTECH101_MD5 = {
+    "101_ObjectCategories.tar.gz": "b224c7392d521a49829488ab0f1120d9",
+    "Annotations.tar": "6f83eeb1f24d99cab4eb377263132c91",
+}
+# what is kept of each inner archive
+CALTECH101_KEEP = {
+    "101_ObjectCategories.tar.gz": "101_ObjectCategories/airplanes/",
+    "Annotations.tar": "Annotations/Airplanes_Side_2/",
+}
+CALTECH101_HELP = """\
+Could not fetch Caltech-101: {error}
+
+To get it by hand:
+  1. download caltech-101.zip from https://doi.org/10.22002/D1.20086
+     (the Caltech data record; it holds 101_ObjectCategories.tar.gz and Annotations.tar);
+  2. put it at {cache}/caltech-101.zip and run `make data` again, or unpack it yourself so that
+     {dest}/101_ObjectCategories/airplanes/image_0001.jpg and
+     {dest}/Annotations/Airplanes_Side_2/annotation_0001.mat exist;
+  3. or point NENGO_HYBRID_DATA (or --data / DATA=) at a folder that already holds caltech101/.
+"""
+
+
+class DownloadError(RuntimeError):
+    """The archive could not be fetched or failed its checksum."""
+
+
+def _member(archive, name):
+    """The zip member whose file name is ``name`` (the zip may nest a top folder)."""
+    for member in archive.namelist():
+        if Path(member).name == name and not member.startswith("__MACOSX"):
+            return member
+    raise DownloadError(f"{archive.filename}: has no {name}")
+
+
+def _extract_subtree(tar_path, prefix, dest):
+    """Extract the members of ``tar_path`` under ``prefix`` into ``dest``."""
+    with tarfile.open(tar_path) as tar:
+        members = [
+            m for m in tar.getmembers()
+            if m.name.lstrip("./").startswith(prefix) and (m.isfile() or m.isdir())
+        ]
+        if not members:
+            raise DownloadError(f"{tar_path}: has nothing under {prefix}")
+        for member in tqdm(members, desc=f"extracting {prefix}", unit="file"):
+            member.name = member.name.lstrip("./")
+            if ".." in Path(member.name).parts:
+                raise DownloadError(f"{tar_path}: unsafe member name {member.name}")
+            tar.extract(member, dest)
+
+
+def fetch_caltech101(data, url=CALTECH101_URL, md5=CALTECH101_MD5):
+    """Download and extract the Caltech-101 airplanes into ``data/caltech101``.
+
+    Does nothing if ``data/caltech101`` already exists.  Returns its path.
+    """
+    data = Path(data)
+    dest = data / "caltech101"
+    if dest.exists():
+        print(f"{dest} exists; nothing to do")
+        return dest
+    cache = data / ".downloads"
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        zip_path = Path(pooch.retrieve(url, known_hash=None, fname="caltech-101.zip", path=cache, progressbar=True))
+    except Exception as err:  # requests/urllib errors, HTTP errors
+        raise DownloadError(f"{url}: {err}") from err
+
+    with tempfile.TemporaryDirectory(dir=data, prefix=".caltech101.partial-") as tmp:
+        tmp = Path(tmp)
+        with zipfile.ZipFile(zip_path) as archive:
+            for name, expected in md5.items():
+                inner = tmp / name
+                with archive.open(_member(archive, name)) as src, open(inner, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                actual = pooch.file_hash(str(inner), alg="md5")
+                if actual != expected:
+                    raise DownloadError(
+                        f"{zip_path}: {name} has md5 {actual}, expected {expected} "
+                        f"(corrupt or changed download; delete {zip_path} and retry)"
+                    )
+        staged = tmp / "caltech101"
+        for name, prefix in CALTECH101_KEEP.items():
+            _extract_subtree(tmp / name, prefix, staged)
+        staged.rename(dest)  # atomic: dest appears complete or not at all
+    print(f"Caltech-101 airplanes are in {dest}")
+    return dest
+
+
+FETCHERS = {"caltech101": fetch_caltech101}
+HELP = {"caltech101": CALTECH101_HELP}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("datasets", nargs="*", default=sorted(FETCHERS), choices=sorted(FETCHERS))
+    add_data_argument(parser)
+    args = parser.parse_args(argv)
+    data = data_dir(args.data)
+    for name in args.datasets:
+        try:
+            FETCHERS[name](data)
+        except (DownloadError, OSError, zipfile.BadZipFile, tarfile.TarError) as err:
+            print(HELP[name].format(error=err, cache=data / ".downloads", dest=data / name), file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
