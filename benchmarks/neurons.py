@@ -47,9 +47,10 @@ def keras_times(model, x, y, batch, repeats, xla=False):
     return fit, predict
 
 
-def nengo_times(model, family, x, y, batch, steps, repeats):
+def nengo_times(model, family, x, y, batch, steps, repeats, scale=None):
     spiking = nh.get_family(family).spiking
-    converted = nh.convert(model, family, synapse=0.005 if spiking else None)
+    converted = nh.convert(model, family, synapse=0.005 if spiking else None,
+                           scale_firing_rates=scale if spiking else None)
     with converted.simulator(minibatch_size=batch, n_steps=steps) as sim:
         inputs = converted.inputs(x, steps)
         # inference first, so that every family is timed on the converted weights
@@ -60,9 +61,9 @@ def nengo_times(model, family, x, y, batch, steps, repeats):
     return fit, predict
 
 
-def network_rate(model, family, x, batch, steps):
+def network_rate(model, family, x, batch, steps, scale=None):
     """Average firing rate (Hz) of the whole network: a silent network times nothing."""
-    converted = nh.convert(model, family, synapse=0.005)
+    converted = nh.convert(model, family, synapse=0.005, scale_firing_rates=scale)
     with converted.simulator(minibatch_size=batch, n_steps=steps, layer_probes=True) as sim:
         return converted.firing_rates(sim, x[:batch], steps)["network"]
 
@@ -134,8 +135,11 @@ def main(argv=None):
     x, y = x[:n], y[:n]
     if args.neuron == "lif":
         model = build_locnet(x.shape[1:], nh.SoftLIF(sigma=0.005, amplitude=0.01), hidden_bias=1.0)
+        scale = None
     else:
+        # ReLU units' outputs are small numbers: scaled up, they spike at tens of Hz
         model = build_locnet(x.shape[1:], "relu")
+        scale = 100.0
     steps = args.steps
     print(f"{n} real Caltech-101 airplanes of {x.shape[1:]}, {args.neuron} units, "
           f"{model.count_params()} parameters, {steps} timesteps, {os.cpu_count()} CPU cores, "
@@ -148,7 +152,7 @@ def main(argv=None):
         fit_text = "   -   " if fit is None else f"{fit:7.2f}"
         print(f"{name:>14}: epoch {fit_text} s   inference {predict:7.2f} s", flush=True)
 
-    rate_hz = network_rate(model, "spiking", x, args.batch, steps)
+    rate_hz = network_rate(model, "spiking", x, args.batch, steps, scale)
     print(f"spiking network's average firing rate: {rate_hz:.1f} Hz", flush=True)
 
     record("keras", *keras_times(model, x, y, args.batch, args.repeats))
@@ -157,8 +161,8 @@ def main(argv=None):
     record("nengo_rate", *nengo_times(model, "rate", x, y, args.batch, 1, args.repeats))
     if "spiking" not in args.skip:
         # NengoDL trains its spiking family as rates over the timesteps
-        record("nengo_spiking", *nengo_times(model, "spiking", x, y, args.batch, steps, args.repeats))
-    record("nengo_hybrid", *nengo_times(model, "hybrid", x, y, args.batch, steps, args.repeats))
+        record("nengo_spiking", *nengo_times(model, "spiking", x, y, args.batch, steps, args.repeats, scale))
+    record("nengo_hybrid", *nengo_times(model, "hybrid", x, y, args.batch, steps, args.repeats, scale))
     if "keras_spiking" not in args.skip:
         record("keras_spiking", *keras_spiking_times(model, x, y, args.batch, steps, args.repeats))
 
@@ -184,6 +188,7 @@ def main(argv=None):
         "steps": steps,
         "batch": args.batch,
         "neuron": args.neuron,
+        "scale_firing_rates": scale,
         "spiking_network_rate_hz": rate_hz,
         "xla_fused_hybrid_training": not args.no_xla,
         "cpu_cores": os.cpu_count(),
