@@ -10,7 +10,7 @@ DATA_ABS := $(abspath $(DATA))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NENGO_HYBRID_DATA := $(DATA_ABS)
 
-.PHONY: setup data test demo benchmark clean
+.PHONY: setup data locnet test demo benchmark clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ $(STAMP): setup.cfg pyproject.toml
 # Fetches the real data sets from their official sources into $(DATA).
 data: setup
 	$(PY) -m data_prep.download --data "$(DATA_ABS)"
+
+# Table 1 of the paper (LocNet on Caltech-101 airplanes) into results/locnet/;
+# fetches the data first if $(DATA) does not hold it.
+locnet: setup
+	@test -d "$(DATA_ABS)/caltech101" || $(MAKE) --no-print-directory data
+	$(PY) experiments/locnet.py run --data "$(DATA_ABS)" $(ARGS)
 
 # The whole suite: unit tests, tests on the real data, and every notebook.
 test: setup
@@ -42,7 +48,8 @@ demo: setup
 	$(PY) -m nengo_hybrid.notebooks notebooks/00_hybrid_neurons.ipynb results/notebooks
 
 benchmark: setup
-	$(PY) benchmarks/neurons.py
+	$(PY) benchmarks/neurons.py --data "$(DATA_ABS)"
+	$(PY) benchmarks/locnet.py --data "$(DATA_ABS)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -53,13 +53,16 @@ class LocNetConfig:
     output_weight: float = 1.0
     regularize_per: str = "neuron"
     ann: TrainSettings = TrainSettings(learning_rate=0.01, epochs=50, batch_size=32)
+    flip_augment: bool = True  # the ANN also sees every image mirrored left-right
     hybrid: TrainSettings = TrainSettings(
-        learning_rate=0.001, epochs=15, batch_size=32, n_steps=10, patience=3
+        learning_rate=0.001, epochs=15, batch_size=32, n_steps=20, patience=3
     )
     synapse: float = 0.005
-    eval_steps: int = 100
-    eval_window: int = 20  # the output is averaged over the last this many steps
-    steps_sweep: tuple = (10, 20, 30, 50, 100)
+    # the spiking models are evaluated over as many timesteps as the hybrid one trains
+    # on, their box being the output averaged over the last eval_window of them
+    eval_steps: int = 20
+    eval_window: int = 10
+    steps_sweep: tuple = (10, 20, 30, 50, 100, 200)
     eval_batch: int = 10
 
     def regularization(self):
@@ -77,9 +80,9 @@ PROFILES = {
         dense_units=(32, 16, 8),
         ann=TrainSettings(learning_rate=0.01, epochs=4, batch_size=16),
         hybrid=TrainSettings(learning_rate=0.001, epochs=3, batch_size=16, n_steps=5, patience=2),
-        eval_steps=30,
-        eval_window=10,
-        steps_sweep=(10, 20, 30),
+        eval_steps=5,
+        eval_window=3,
+        steps_sweep=(5, 10, 20),
         eval_batch=4,
     ),
 }
@@ -94,6 +97,12 @@ def load_split(config, root):
     x_train, y_train, train_ids = load_airplanes(root, config.image_size, train_ids, config.grey)
     x_test, y_test, test_ids = load_airplanes(root, config.image_size, test_ids, config.grey)
     return (x_train, y_train, train_ids), (x_test, y_test, test_ids)
+
+
+def mirrored(x, y):
+    """The examples and their mirror images (left-right), boxes mirrored with them."""
+    flipped = y[:, [0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 1, 0, 1]  # left' = 1 - right
+    return np.concatenate([x, x[:, :, ::-1]]), np.concatenate([y, flipped.astype(y.dtype)])
 
 
 def make_model(config, input_shape):
@@ -142,7 +151,8 @@ def run(config, root, out_dir, resume=False):
     t0 = time.time()
     ann = nh.convert(model, "rate", seed=config.seed)
     with ann.simulator(config.ann.batch_size, n_steps=1, layer_probes=True) as sim:
-        histories["ann"] = train(ann, sim, x_train, y_train, tf.losses.mse, config.ann,
+        x_ann, y_ann = mirrored(x_train, y_train) if config.flip_augment else (x_train, y_train)
+        histories["ann"] = train(ann, sim, x_ann, y_ann, tf.losses.mse, config.ann,
                                  out_dir / "checkpoints" / "ann", regularization=regularization,
                                  resume=resume, label="ann")["history"]
         sim.save_params(out_dir / "ann")

@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_opens_with_the_two_commands():
     first_block = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
     commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
-    assert commands == ["make demo", "make test"]
+    assert commands == ["make locnet", "make test"]
 
 
 def test_readme_example_runs_and_swaps_families(capsys):

@@ -1,0 +1,108 @@
+"""The LocNet experiment end to end on real airplanes (quick profile): Table 1, its
+figures, a killed run resumed to the same numbers, and evaluation on another folder."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "locnet.py"
+FIGURES = ["boxes.png", "firing_rates.png", "training_curves.png", "iou_vs_timesteps.png"]
+
+
+def locnet(*args, data, wait=True):
+    cmd = [sys.executable, str(SCRIPT), *args, "--data", str(data)]
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def quick_run(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("locnet") / "run"
+    locnet("run", "--profile", "quick", "--out", str(out), data=data_root)
+    return out
+
+
+def test_table1_has_the_floor_and_three_models(quick_run):
+    records = json.loads((quick_run / "table1.json").read_text())
+    assert [r["model"] for r in records] == ["mean_box", "ann", "converted", "hybrid"]
+    for r in records:
+        assert 0 <= r["iou"] <= 1 and 0 <= r["frac_iou_ge_0.9"] <= 1
+        assert "firing_rate_hz" in r and "synaptic_ops" in r
+    floor, ann, converted, hybrid = records
+    assert floor["iou"] > 0.8  # the mean box is a strong floor on these airplanes
+    assert ann["firing_rate_hz"] is None and converted["firing_rate_hz"] > 0 and hybrid["synaptic_ops"] > 0
+    assert abs(converted["gain_over_floor"] - (converted["iou"] - floor["iou"])) < 1e-9
+    assert ann["paper_iou"] == 0.8945
+    md = (quick_run / "table1.md").read_text()
+    assert "mean_box" in md and "floor" in md
+    assert (quick_run / "table1.csv").read_text().splitlines()[0].startswith("model,iou")
+
+
+def test_run_writes_configuration_split_versions_and_figures(quick_run):
+    config = json.loads((quick_run / "config.json").read_text())
+    assert config["seed"] == 0 and config["hybrid"]["n_steps"] == 5 and config["flip_augment"]
+    split = json.loads((quick_run / "split.json").read_text())
+    assert split["train"] and split["test"] and not set(split["train"]) & set(split["test"])
+    assert json.loads((quick_run / "versions.json").read_text())["nengo_dl"] == "3.6.0"
+    for name in FIGURES:
+        assert (quick_run / name).stat().st_size > 5000, name
+
+
+def test_a_killed_run_resumes_to_the_same_numbers(quick_run, data_root, tmp_path):
+    out = tmp_path / "killed"
+    process = locnet("run", "--profile", "quick", "--out", str(out), data=data_root, wait=False)
+    state = out / "checkpoints" / "ann" / "state.json"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # a real signal to a real process
+    process.wait()
+    assert not (out / "table1.json").exists()
+
+    resumed = locnet("run", "--profile", "quick", "--out", str(out), "--resume", data=data_root)
+    assert "resumed after epoch" in resumed.stdout
+    expected = json.loads((quick_run / "table1.json").read_text())
+    assert json.loads((out / "table1.json").read_text()) == expected
+
+
+def test_evaluate_a_trained_model_on_another_folder(quick_run, data_root, tmp_path):
+    folder = tmp_path / "my_airplanes"
+    for sub in ("101_ObjectCategories/airplanes", "Annotations/Airplanes_Side_2"):
+        (folder / sub).mkdir(parents=True)
+    src = data_root / "caltech101"
+    for i in ("0751", "0760", "0770", "0780", "0790", "0800"):
+        if (src / f"101_ObjectCategories/airplanes/image_{i}.jpg").exists():
+            shutil.copy(src / f"101_ObjectCategories/airplanes/image_{i}.jpg", folder / "101_ObjectCategories/airplanes")
+            shutil.copy(src / f"Annotations/Airplanes_Side_2/annotation_{i}.mat", folder / "Annotations/Airplanes_Side_2")
+    out = tmp_path / "evaluated"
+    locnet("evaluate", "--checkpoint", str(quick_run), "--out", str(out), data=folder)
+    records = json.loads((out / "table1.json").read_text())
+    assert [r["model"] for r in records] == ["mean_box", "ann", "converted", "hybrid"]
+    assert (out / "boxes.png").exists()
+
+
+def test_mirroring_mirrors_the_box():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from locnet import mirrored
+
+    x = np.arange(2 * 3 * 4).reshape(1, 3, 4, 2).astype(np.float32)
+    y = np.array([[0.1, 0.2, 0.6, 0.5]], dtype=np.float32)
+    xs, ys = mirrored(x, y)
+    np.testing.assert_array_equal(xs[1], x[0, :, ::-1])
+    np.testing.assert_allclose(ys[1], [0.1, 0.5, 0.6, 0.8])
