@@ -253,7 +253,8 @@ def write_report(out_dir, config, records, x_test, y_test, predictions, rates, h
     report.box_grid(x_test[shown], y_test[shown], {m: b[shown] for m, b in predictions.items()},
                     out_dir / "boxes.png", ious={m: v[shown] for m, v in ious.items()})
     report.firing_rate_bars(rates, out_dir / "firing_rates.png", "LocNet: average firing rate per layer")
-    report.training_curves(histories, out_dir / "training_curves.png")
+    if histories:  # an evaluation trains nothing
+        report.training_curves(histories, out_dir / "training_curves.png")
     floor = next(r["iou"] for r in records if r["model"] == "mean_box")
     report.metric_vs_timesteps({m: (config.steps_sweep, v) for m, v in sweeps.items()},
                                out_dir / "iou_vs_timesteps.png", "mean IoU", floor=floor,

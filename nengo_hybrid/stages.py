@@ -84,16 +84,19 @@ def _batches(n, batch_size):
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """Saves model and optimizer after every epoch, then the state that points to them.
+    """Saves parameters and optimizer after every epoch, then the state that points to
+    them.
 
-    The state file is replaced last, so a run killed at any moment leaves a state that
-    names a complete checkpoint.
+    Parameters go through NengoDL's ``save_params`` (every weight, in the simulator's
+    order), the optimizer through a TensorFlow checkpoint.  The state file is replaced
+    last, so a run killed at any moment leaves a state naming a complete checkpoint.
     """
 
-    def __init__(self, directory, checkpoint, state):
+    def __init__(self, directory, sim, optimizer_checkpoint, state):
         super().__init__()
         self.directory = Path(directory)
-        self.checkpoint = checkpoint
+        self.sim = sim
+        self.optimizer_checkpoint = optimizer_checkpoint
         self.state = state  # updated in place by the training loop
 
     def on_epoch_end(self, epoch, logs=None):
@@ -101,11 +104,19 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
             self.state["history"].setdefault(key, []).append(float(value))
         self.state["epoch"] = epoch + 1
         previous = self.state.get("checkpoint")
-        prefix = self.checkpoint.write(str(self.directory / f"epoch{epoch + 1:04d}" / "ckpt"))
-        self.state["checkpoint"] = str(Path(prefix).relative_to(self.directory))
+        folder = f"epoch{epoch + 1:04d}"
+        (self.directory / folder).mkdir(parents=True, exist_ok=True)
+        self.sim.save_params(self.directory / folder / "params")
+        self.optimizer_checkpoint.write(str(self.directory / folder / "optimizer"))
+        self.state["checkpoint"] = folder
         write_json(self.directory / "state.json", self.state)
-        if previous and Path(previous).parent != Path(self.state["checkpoint"]).parent:
-            shutil.rmtree(self.directory / Path(previous).parent, ignore_errors=True)
+        if previous and previous != folder:
+            shutil.rmtree(self.directory / previous, ignore_errors=True)
+
+
+def _restore(sim, optimizer_checkpoint, folder):
+    sim.load_params(folder / "params")
+    optimizer_checkpoint.read(str(folder / "optimizer")).assert_existing_objects_matched()
 
 
 def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
@@ -152,19 +163,20 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
 
     optimizer = tf.optimizers.Adam(settings.learning_rate)
     converted.compile(sim, optimizer, loss, regularization=regularization)
+    # the optimizer's slots exist before a checkpoint is read into them
     optimizer.build(sim.keras_model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=sim.keras_model, optimizer=optimizer)
+    optimizer_checkpoint = tf.train.Checkpoint(optimizer=optimizer)
 
     state = {"epoch": 0, "history": {}, "best": None, "wait": 0, "settings": asdict(settings)}
     state_path = run_dir / "state.json"
     if resume and state_path.exists():
         state = json.loads(state_path.read_text())
-        checkpoint.read(str(run_dir / state["checkpoint"])).assert_existing_objects_matched()
+        _restore(sim, optimizer_checkpoint, run_dir / state["checkpoint"])
         print(f"[{label}] resumed after epoch {state['epoch']}", flush=True)
     elif run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    saver = EpochCheckpoint(run_dir, checkpoint, state)
+    saver = EpochCheckpoint(run_dir, sim, optimizer_checkpoint, state)
 
     verbose = 1 if sys.stdout.isatty() else 2
     while state["epoch"] < settings.epochs and not _stopped(state, settings):
