@@ -12,22 +12,20 @@ Prints the ratios and writes ``results/benchmarks/neurons.json``.
 import nengo_hybrid as nh  # noqa: I001  (first: it quiets TensorFlow)
 
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import nengo
-import nengo_dl
 import numpy as np
 import tensorflow as tf
 
 from data_prep.caltech101 import image_ids, load_airplanes
 from nengo_hybrid.models.locnet import build_locnet
 from nengo_hybrid.paths import add_data_argument, data_dir
+from nengo_hybrid.report import versions
+from nengo_hybrid.stages import write_json
 
 
 def best_time(run, repeats):
@@ -92,19 +90,6 @@ def keras_spiking_times(model, x, y, batch, steps, repeats):
     xs = np.repeat(x[:, None], steps, axis=1)
     ys = np.repeat(y[:, None], steps, axis=1)
     return keras_times(spiking_model, xs, ys, batch, repeats)
-
-
-def versions():
-    import keras_spiking
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "nengo": nengo.__version__,
-        "nengo_dl": nengo_dl.__version__,
-        "keras_spiking": keras_spiking.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def main(argv=None):
@@ -198,13 +183,8 @@ def main(argv=None):
         "times": rows,
         "ratios": ratios,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, out)
-    print(f"\nwrote {out}")
+    write_json(args.out, result)
+    print(f"\nwrote {args.out}")
     return result
 
 

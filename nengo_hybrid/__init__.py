@@ -54,5 +54,6 @@ from nengo_hybrid.families import (  # noqa: E402
 )
 from nengo_hybrid.neurons import HybridSoftLIF, HybridSpikingRectifiedLinear  # noqa: E402
 from nengo_hybrid.regularization import FiringRateLoss, RateRegularization  # noqa: E402
+from nengo_hybrid import simulation  # noqa: E402, F401
 
 __version__ = "0.1.0"
