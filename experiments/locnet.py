@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from data_prep.caltech101 import image_ids, load_airplanes, split_ids
 from nengo_hybrid import metrics, report
+from nengo_hybrid.losses import LastTimesteps
 from nengo_hybrid.models.locnet import build_locnet
 from nengo_hybrid.paths import add_data_argument, data_dir
 from nengo_hybrid.stages import TrainSettings, predict_output, train, write_json
@@ -176,7 +177,9 @@ def run(config, root, out_dir, resume=False):
     hybrid = nh.convert(model, "hybrid", synapse=config.synapse, seed=config.seed)
     with hybrid.simulator(config.hybrid.batch_size, n_steps=config.hybrid.n_steps, layer_probes=True) as sim:
         sim.load_params(out_dir / "ann")
-        result = train(hybrid, sim, x_train, y_train, tf.losses.mse, config.hybrid,
+        # trained on the window its boxes are read from (see LastTimesteps)
+        loss = LastTimesteps(tf.losses.mse, config.eval_window)
+        result = train(hybrid, sim, x_train, y_train, loss, config.hybrid,
                        out_dir / "checkpoints" / "hybrid", regularization=regularization,
                        resume=resume, label="hybrid")
         histories["hybrid"] = result["history"]

@@ -336,6 +336,8 @@ def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed
 
     converted = ConvertedNetwork(converter, family)
     converter.net.seed = seed
+    # names the task loss "output_loss" in Keras logs (unlabelled it would be "probe")
+    converted.output.label = "output"
     with converter.net:
         nengo_dl.configure_settings(
             # the default planner merges every op into a few large signal arrays and

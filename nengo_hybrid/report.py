@@ -109,8 +109,12 @@ def training_curves(histories, path):
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.2), squeeze=False)
     for ax, (stage, history) in zip(axes[0], histories.items()):
         for key, values in history.items():
-            if key in ("loss", "val_loss") or key.endswith("probe_loss"):
-                ax.plot(np.arange(1, len(values) + 1), values, label=key)
+            if key in ("loss", "val_loss", "output_loss", "val_output_loss"):
+                label = {"loss": "total loss (task + rate regularisation)",
+                         "val_loss": "validation total loss",
+                         "output_loss": "task loss (output)",
+                         "val_output_loss": "validation task loss"}[key]
+                ax.plot(np.arange(1, len(values) + 1), values, label=label)
         ax.set(xlabel="epoch", ylabel="loss", title=stage, yscale="log")
         ax.legend(fontsize=8)
     save_figure(fig, path)

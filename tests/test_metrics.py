@@ -28,3 +28,14 @@ def test_synaptic_operations_count_spikes_times_fan_out():
     np.testing.assert_allclose(ops["layers"]["hidden"], 12 * 1000 * 0.001 * 10)
     np.testing.assert_allclose(ops["layers"]["out"], 6 * 100 * 0.001 * 10)
     np.testing.assert_allclose(ops["synaptic_ops"], 120 + 6)
+
+
+def test_last_timesteps_loss_ignores_the_transient():
+    from nengo_hybrid.losses import LastTimesteps
+
+    y_true = np.ones((2, 5, 3), dtype=np.float32)
+    y_pred = np.ones((2, 5, 3), dtype=np.float32)
+    y_pred[:, :3] = 10.0  # a transient the loss must not see
+    assert float(LastTimesteps("mse", 2)(y_true, y_pred)) == 0.0
+    y_pred[:, -1] = 3.0
+    np.testing.assert_allclose(float(LastTimesteps("mse", 2)(y_true, y_pred)), 2.0)
