@@ -119,11 +119,15 @@ HELP = {"caltech101": CALTECH101_HELP}
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("datasets", nargs="*", default=sorted(FETCHERS), choices=sorted(FETCHERS))
+    parser.add_argument("datasets", nargs="*", metavar="DATASET",
+                        help=f"any of {sorted(FETCHERS)} (default: all)")
     add_data_argument(parser)
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.datasets) - set(FETCHERS))
+    if unknown:
+        parser.error(f"unknown data set(s) {unknown}; choose from {sorted(FETCHERS)}")
     data = data_dir(args.data)
-    for name in args.datasets:
+    for name in args.datasets or sorted(FETCHERS):
         try:
             FETCHERS[name](data)
         except (DownloadError, OSError, zipfile.BadZipFile, tarfile.TarError) as err:

@@ -83,7 +83,7 @@ def test_an_unreachable_source_says_what_to_do(tmp_path, capsys, monkeypatch):
         "data_prep.download.FETCHERS",
         {"caltech101": functools.partial(fetch_caltech101, url="http://127.0.0.1:9/caltech-101.zip")},
     )
-    assert main(["caltech101", "--data", str(tmp_path)]) == 1
+    assert main(["--data", str(tmp_path)]) == 1  # no name: every data set
     err = capsys.readouterr().err
     assert "Could not fetch Caltech-101" in err and "doi.org/10.22002/D1.20086" in err
     assert not (tmp_path / "caltech101").exists()
