@@ -75,10 +75,6 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def _take(data, index):
-    return {key: value[index] for key, value in data.items()}
-
-
 def _batches(n, batch_size):
     return n - n % batch_size
 
@@ -158,8 +154,13 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     val_idx, train_idx = order[:n_val], order[n_val:]
     train_idx = train_idx[: _batches(len(train_idx), settings.batch_size)]
 
-    inputs = converted.inputs(x, settings.n_steps)
-    targets = converted.targets(y, regularization, settings.n_steps)
+    def data(index):
+        # built per epoch from the chosen examples only: the inputs repeated over the
+        # timesteps are n_steps times the data set, so one copy at a time
+        return (converted.inputs(x[index], settings.n_steps),
+                converted.targets(y[index], regularization, settings.n_steps))
+
+    validation = data(val_idx) if n_val else None
 
     optimizer = tf.optimizers.Adam(settings.learning_rate)
     converted.compile(sim, optimizer, loss, regularization=regularization)
@@ -183,11 +184,8 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         epoch = state["epoch"]
         print(f"[{label}] epoch {epoch + 1}/{settings.epochs}", flush=True)
         shuffled = np.random.RandomState(settings.seed + 1 + epoch).permutation(train_idx)
-        validation = None
-        if n_val:
-            validation = (_take(inputs, val_idx), _take(targets, val_idx))
         sim.fit(
-            _take(inputs, shuffled), _take(targets, shuffled), epochs=epoch + 1,
+            *data(shuffled), epochs=epoch + 1,
             initial_epoch=epoch, shuffle=False, validation_data=validation,
             callbacks=[_EarlyStoppingState(state, run_dir, sim), saver], verbose=verbose,
         )
