@@ -123,9 +123,13 @@ def spiking_evaluation(model, config, params, x, y):
     # activity of every layer over hundreds of steps would fill the memory
     with converted.simulator(minibatch_size=config.eval_batch) as sim:
         sim.load_params(params)
+        # a few minibatches at a time: the inputs repeated over hundreds of timesteps
+        # would be hundreds of copies of the test set
+        chunk = 4 * config.eval_batch
         series = np.concatenate([
             out[converted.output]
-            for _, out in nh.simulation.iterate_predictions(sim, converted.inputs(x, steps))
+            for start in range(0, len(x), chunk)
+            for _, out in nh.simulation.iterate_predictions(sim, converted.inputs(x[start:start + chunk], steps))
         ])  # (n, steps, 4)
     with converted.simulator(minibatch_size=config.eval_batch, layer_probes=True) as sim:
         sim.load_params(params)
@@ -320,7 +324,10 @@ def main(argv=None):
     add_data_argument(eval_parser)
     args = parser.parse_args(argv)
 
-    root = data_dir(args.data) / "caltech101" if not (data_dir(args.data) / "101_ObjectCategories").exists() else data_dir(args.data)
+    # --data names the data directory (holding caltech101/) or a Caltech-101 folder itself
+    root = data_dir(args.data)
+    if not (root / "101_ObjectCategories").exists():
+        root = root / "caltech101"
     if args.command == "run":
         config = PROFILES[args.profile]
         if args.seed is not None:
