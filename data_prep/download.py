@@ -1,6 +1,8 @@
 """Fetch the real data sets from their official sources: ``make data``.
 
-    python -m data_prep.download caltech101 [--data DIR]
+    python -m data_prep.download [caltech101] [msd_hippocampus] [--data DIR]
+
+With no name, every data set is fetched.
 
 Caltech-101 (Li, Andreeto, Ranzato, Perona; doi:10.22002/D1.20086) comes as
 ``caltech-101.zip`` holding ``101_ObjectCategories.tar.gz`` and ``Annotations.tar``.  The
@@ -9,6 +11,13 @@ against their published md5 before anything is extracted, and only the airplanes
 their annotations are extracted, in the official layout, into ``DIR/caltech101``.  The
 extraction happens in a temporary folder that is renamed into place at the end, so a
 failed or interrupted run leaves nothing half-written.
+
+The Medical Segmentation Decathlon's Task04 Hippocampus (Simpson et al. 2019,
+arXiv:1902.09063) comes as ``Task04_Hippocampus.tar`` from the MONAI project's public
+mirror of the Decathlon; pooch checks it against its published md5 as it downloads, and
+its ``Task04_Hippocampus/`` folder (imagesTr, labelsTr, imagesTs, dataset.json) is
+extracted, without the macOS ``._`` resource forks the archive carries, into
+``DIR/msd_hippocampus`` the same way.
 """
 
 import argparse
@@ -46,6 +55,25 @@ To get it by hand:
   3. or point NENGO_HYBRID_DATA (or --data / DATA=) at a folder that already holds caltech101/.
 """
 
+MSD_HIPPOCAMPUS_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task04_Hippocampus.tar"
+MSD_HIPPOCAMPUS_MD5 = "9d24dba78a72977dbd1d2e110310f31b"
+MSD_HIPPOCAMPUS_TAR = "Task04_Hippocampus.tar"
+MSD_HIPPOCAMPUS_TOP = "Task04_Hippocampus/"
+MSD_HIPPOCAMPUS_HELP = """\
+Could not fetch the Decathlon hippocampus (Task04): {error}
+
+To get it by hand:
+  1. download Task04_Hippocampus.tar from
+     https://msd-for-monai.s3-us-west-2.amazonaws.com/Task04_Hippocampus.tar
+     (or from http://medicaldecathlon.com/, the Decathlon's own page);
+     its md5 is 9d24dba78a72977dbd1d2e110310f31b (check with `md5sum Task04_Hippocampus.tar`);
+  2. put it at {cache}/Task04_Hippocampus.tar and run `make data` again, or unpack it yourself
+     (`tar xf Task04_Hippocampus.tar`) and rename its Task04_Hippocampus folder so that
+     {dest}/imagesTr/hippocampus_001.nii.gz and
+     {dest}/labelsTr/hippocampus_001.nii.gz exist;
+  3. or point NENGO_HYBRID_DATA (or --data / DATA=) at a folder that already holds msd_hippocampus/.
+"""
+
 
 class DownloadError(RuntimeError):
     """The archive could not be fetched or failed its checksum."""
@@ -65,6 +93,8 @@ def _extract_subtree(tar_path, prefix, dest):
         members = [
             m for m in tar.getmembers()
             if m.name.lstrip("./").startswith(prefix) and (m.isfile() or m.isdir())
+            # macOS resource forks (._name) ride along in archives made on a Mac; never data
+            and not Path(m.name).name.startswith("._")
         ]
         if not members:
             raise DownloadError(f"{tar_path}: has nothing under {prefix}")
@@ -75,6 +105,22 @@ def _extract_subtree(tar_path, prefix, dest):
             tar.extract(member, dest)
 
 
+def _present(dest):
+    if dest.exists():
+        print(f"{dest} exists; nothing to do")
+        return True
+    return False
+
+
+def _retrieve(url, fname, cache, known_hash=None):
+    """The archive at ``url``, through pooch's cache in ``cache``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(pooch.retrieve(url, known_hash=known_hash, fname=fname, path=cache, progressbar=True))
+    except Exception as err:  # requests/urllib errors, HTTP errors, a failed known_hash (ValueError)
+        raise DownloadError(f"{url}: {err}") from err
+
+
 def fetch_caltech101(data, url=CALTECH101_URL, md5=CALTECH101_MD5):
     """Download and extract the Caltech-101 airplanes into ``data/caltech101``.
 
@@ -82,15 +128,9 @@ def fetch_caltech101(data, url=CALTECH101_URL, md5=CALTECH101_MD5):
     """
     data = Path(data)
     dest = data / "caltech101"
-    if dest.exists():
-        print(f"{dest} exists; nothing to do")
+    if _present(dest):
         return dest
-    cache = data / ".downloads"
-    cache.mkdir(parents=True, exist_ok=True)
-    try:
-        zip_path = Path(pooch.retrieve(url, known_hash=None, fname="caltech-101.zip", path=cache, progressbar=True))
-    except Exception as err:  # requests/urllib errors, HTTP errors
-        raise DownloadError(f"{url}: {err}") from err
+    zip_path = _retrieve(url, "caltech-101.zip", data / ".downloads")
 
     with tempfile.TemporaryDirectory(dir=data, prefix=".caltech101.partial-") as tmp:
         tmp = Path(tmp)
@@ -113,8 +153,33 @@ def fetch_caltech101(data, url=CALTECH101_URL, md5=CALTECH101_MD5):
     return dest
 
 
-FETCHERS = {"caltech101": fetch_caltech101}
-HELP = {"caltech101": CALTECH101_HELP}
+def fetch_msd_hippocampus(data, url=MSD_HIPPOCAMPUS_URL, md5=MSD_HIPPOCAMPUS_MD5):
+    """Download and extract the Decathlon's Task04 Hippocampus into
+    ``data/msd_hippocampus`` (its ``imagesTr``, ``labelsTr``, ``imagesTs``, ``dataset.json``).
+
+    Does nothing if ``data/msd_hippocampus`` already exists.  Returns its path.
+    """
+    data = Path(data)
+    dest = data / "msd_hippocampus"
+    if _present(dest):
+        return dest
+    # pooch checks the md5 and deletes a download that fails it
+    tar_path = _retrieve(url, MSD_HIPPOCAMPUS_TAR, data / ".downloads", known_hash=f"md5:{md5}")
+
+    with tempfile.TemporaryDirectory(dir=data, prefix=".msd_hippocampus.partial-") as tmp:
+        tmp = Path(tmp)
+        _extract_subtree(tar_path, MSD_HIPPOCAMPUS_TOP, tmp)
+        staged = tmp / MSD_HIPPOCAMPUS_TOP
+        if not (staged / "imagesTr").is_dir():
+            raise DownloadError(f"{tar_path}: has no {MSD_HIPPOCAMPUS_TOP}imagesTr")
+        staged.rename(dest)  # atomic: dest appears complete or not at all
+    print(f"Decathlon hippocampus volumes are in {dest}")
+    return dest
+
+
+# keyed by the folder each one fills under the data directory
+FETCHERS = {"caltech101": fetch_caltech101, "msd_hippocampus": fetch_msd_hippocampus}
+HELP = {"caltech101": CALTECH101_HELP, "msd_hippocampus": MSD_HIPPOCAMPUS_HELP}
 
 
 def main(argv=None):
@@ -127,13 +192,15 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown data set(s) {unknown}; choose from {sorted(FETCHERS)}")
     data = data_dir(args.data)
+    failed = 0
+    # one unreachable source should not keep the others from being fetched
     for name in args.datasets or sorted(FETCHERS):
         try:
             FETCHERS[name](data)
         except (DownloadError, OSError, zipfile.BadZipFile, tarfile.TarError) as err:
             print(HELP[name].format(error=err, cache=data / ".downloads", dest=data / name), file=sys.stderr)
-            return 1
-    return 0
+            failed += 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

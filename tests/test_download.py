@@ -8,11 +8,14 @@ import io
 import tarfile
 import threading
 import zipfile
+from contextlib import contextmanager
 
 import pytest
 
 from data_prep.caltech101 import ANNOTATION_DIR, IMAGE_DIR, image_ids
 from data_prep.download import DownloadError, fetch_caltech101, main
+from data_prep.download import FETCHERS, HELP, fetch_msd_hippocampus
+from data_prep.hippocampus import msd_folders, subjects
 
 
 def tar_bytes(files, gzip):
@@ -87,3 +90,100 @@ def test_an_unreachable_source_says_what_to_do(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "Could not fetch Caltech-101" in err and "doi.org/10.22002/D1.20086" in err
     assert not (tmp_path / "caltech101").exists()
+
+
+# --- the Decathlon's Task04 Hippocampus ---------------------------------------------------
+
+@contextmanager
+def local_server(folder):
+    """An HTTP server on 127.0.0.1 serving ``folder``; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def served_hippocampus(data_root, tmp_path):
+    """A Task04_Hippocampus.tar with two real subjects, the archive's macOS resource forks
+    and its dataset.json, served locally; yields its URL and md5."""
+    src = data_root / "msd_hippocampus"
+    if not src.is_dir():
+        pytest.skip(f"no {src}")
+    files = {}
+    for folder in ("imagesTr", "labelsTr"):
+        for i in ("001", "003"):
+            files[f"Task04_Hippocampus/{folder}/hippocampus_{i}.nii.gz"] = src / folder / f"hippocampus_{i}.nii.gz"
+        fork = tmp_path / f"fork_{folder}"
+        fork.write_bytes(b"\x00\x05\x16\x07 resource fork")  # AppleDouble magic, as in the real archive
+        files[f"Task04_Hippocampus/{folder}/._hippocampus_001.nii.gz"] = fork
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text('{"name": "Hippocampus", "labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}')
+    files["Task04_Hippocampus/dataset.json"] = manifest
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = tar_bytes(files, gzip=False)
+    (served / "Task04_Hippocampus.tar").write_bytes(payload)
+    with local_server(served) as base:
+        yield f"{base}/Task04_Hippocampus.tar", hashlib.md5(payload).hexdigest()
+
+
+def test_fetch_hippocampus_extracts_the_decathlon_layout_without_resource_forks(served_hippocampus, tmp_path):
+    url, md5 = served_hippocampus
+    data = tmp_path / "data"
+    dest = fetch_msd_hippocampus(data, url=url, md5=md5)
+    assert dest == data / "msd_hippocampus"
+    assert [s.id for s in subjects(*msd_folders(dest))] == ["hippocampus_001", "hippocampus_003"]
+    assert (dest / "dataset.json").is_file()
+    assert not list(dest.rglob("._*"))
+    assert not [p for p in data.iterdir() if p.name.startswith(".msd_hippocampus.partial")]
+    # a second call finds it and fetches nothing
+    assert fetch_msd_hippocampus(data, url="http://127.0.0.1:9/unreachable", md5=md5) == dest
+
+
+def test_a_wrong_hippocampus_checksum_fails_and_leaves_nothing_half_extracted(served_hippocampus, tmp_path):
+    url, _ = served_hippocampus
+    data = tmp_path / "data"
+    with pytest.raises(DownloadError, match="(?i)md5"):
+        fetch_msd_hippocampus(data, url=url, md5="0" * 32)
+    assert not (data / "msd_hippocampus").exists()
+    assert not [p for p in data.iterdir() if p.name.startswith(".msd_hippocampus.partial")]
+    # pooch deletes a download that fails its checksum: nothing bad stays in the cache
+    assert not (data / ".downloads" / "Task04_Hippocampus.tar").exists()
+
+
+def test_an_unreachable_hippocampus_source_says_what_to_do(tmp_path, capsys, monkeypatch):
+    unreachable = "http://127.0.0.1:9/Task04_Hippocampus.tar"
+    monkeypatch.setattr(
+        "data_prep.download.FETCHERS",
+        {"msd_hippocampus": functools.partial(fetch_msd_hippocampus, url=unreachable)},
+    )
+    assert main(["msd_hippocampus", "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Could not fetch the Decathlon hippocampus" in err
+    assert "9d24dba78a72977dbd1d2e110310f31b" in err and str(tmp_path / "msd_hippocampus" / "imagesTr") in err
+    assert not (tmp_path / "msd_hippocampus").exists()
+
+
+def test_make_data_fetches_every_data_set_and_goes_on_after_a_failure(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(data):
+        calls.append("caltech101")
+        raise DownloadError("unreachable")
+
+    monkeypatch.setattr(
+        "data_prep.download.FETCHERS",
+        {"caltech101": failing, "msd_hippocampus": lambda data: calls.append("msd_hippocampus")},
+    )
+    assert main(["--data", str(tmp_path)]) == 1
+    assert calls == ["caltech101", "msd_hippocampus"]
+
+
+def test_every_data_set_has_a_fetcher_and_manual_instructions():
+    assert set(FETCHERS) == set(HELP) == {"caltech101", "msd_hippocampus"}
