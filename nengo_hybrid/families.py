@@ -24,15 +24,14 @@ import nengo
 import nengo_dl
 import numpy as np
 import tensorflow as tf
-from nengo_dl.converter import LayerConverter
 
 from nengo_hybrid.activations import SoftLIF
+# registers the layer converters NengoDL lacks (Conv2DTranspose, tf.nn.relu)
+from nengo_hybrid.converters import RELU_FUNCTIONS
 from nengo_hybrid.metrics import firing_rates
 from nengo_hybrid.neurons import HybridSoftLIF, HybridSpikingRectifiedLinear
 from nengo_hybrid.simulation import make_simulator
 from nengo_hybrid.regularization import FiringRateLoss, RateRegularization, dummy_targets
-
-RELU_FUNCTIONS = (tf.nn.relu, tf.keras.activations.relu)
 
 
 @dataclass(frozen=True)
@@ -114,32 +113,6 @@ register_family(
         spiking=True,
     )
 )
-
-
-class ConvertReLUFunction(LayerConverter):
-    """Converts ``tf.nn.relu(x)`` written in a functional model (a ``TFOpLambda``) or
-    wrapped in ``Lambda``, which NengoDL would otherwise leave as a ``TensorNode``."""
-
-    @classmethod
-    def convertible(cls, layer, converter):
-        if getattr(layer, "function", None) in RELU_FUNCTIONS:
-            return True, None
-        return False, f"layer '{layer.name}' wraps a function with no neuron equivalent"
-
-    def convert(self, node_id):
-        # the relu's own key in swap_activations maps it to the family's neuron type
-        output = self.add_nengo_obj(node_id, activation=tf.nn.relu)
-        self.add_connection(node_id, output)
-        return output
-
-
-nengo_dl.Converter.register(tf.keras.layers.Lambda)(ConvertReLUFunction)
-try:  # the class Keras creates for ``tf.nn.relu(keras_tensor)`` in a functional model
-    from keras.layers.core.tf_op_layer import TFOpLambda
-except ImportError:  # pragma: no cover (other Keras layouts)
-    TFOpLambda = None
-if TFOpLambda is not None:
-    nengo_dl.Converter.register(TFOpLambda)(ConvertReLUFunction)
 
 
 class ConversionError(TypeError):

@@ -1,4 +1,9 @@
-"""Losses usable both by Keras and by ``nengo_dl.Simulator.compile``."""
+"""Losses usable both by Keras and by ``nengo_dl.Simulator.compile``.
+
+`LastTimesteps` restricts any loss to a spiking output's final timesteps; the mask
+losses (`BinaryCrossEntropy`, `DiceLoss` and their weighted sum `BCEDice`, the CAE's
+loss) take the same masks as Keras images or as NengoDL's flattened probe outputs.
+"""
 
 import tensorflow as tf
 
@@ -18,3 +23,150 @@ class LastTimesteps(tf.keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return self.loss(y_true[:, -self.n_steps:], y_pred[:, -self.n_steps:])
+
+
+class MaskLoss(tf.keras.losses.Loss):
+    r"""A loss computed mask by mask, for Keras images and NengoDL probe outputs alike.
+
+    ``y_true`` and ``y_pred`` may be
+
+    * ``(batch, H, W, C)``: a Keras model's masks, one mask per example;
+    * ``(batch, steps, features)``: a NengoDL probe (the mask flattened), one mask per
+      example and timestep (a ``(batch, H, W)`` array is read this way too);
+    * ``(batch, features)``: one flattened mask per example.
+
+    ``y_true`` of another rank (e.g. ``(batch, H, W)`` masks for a ``(batch, H, W, 1)``
+    output) is reshaped to the shape of ``y_pred``.
+
+    Subclasses implement `per_mask`, which maps ``(batch, steps, features)`` to
+    ``(batch, steps)``; Keras then averages over the masks (its default reduction),
+    so a batch of images and the same batch flattened over one timestep give the same
+    loss.
+
+    Parameters
+    ----------
+    from_logits : bool
+        Whether ``y_pred`` holds logits :math:`z` (the CAE's output; the probability is
+        :math:`p = \sigma(z)`) or probabilities :math:`p`.
+    name, **kwargs
+        As for ``tf.keras.losses.Loss`` (e.g. ``reduction``).
+    """
+
+    def __init__(self, from_logits=True, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        y_pred = tf.convert_to_tensor(y_pred)
+        y_true = tf.cast(y_true, y_pred.dtype)
+        if y_true.shape.rank != y_pred.shape.rank:  # e.g. (batch, H, W) masks
+            y_true = tf.reshape(y_true, tf.shape(y_pred))
+        return self.per_mask(_as_masks(y_true), _as_masks(y_pred))
+
+    def probabilities(self, y_pred):
+        """:math:`p`: ``y_pred`` itself, or its sigmoid if it holds logits."""
+        return tf.sigmoid(y_pred) if self.from_logits else y_pred
+
+    def per_mask(self, y_true, y_pred):
+        raise NotImplementedError("Subclasses must implement")
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits}
+
+
+def _as_masks(y):
+    """``y`` as ``(batch, steps, features)``."""
+    if y.shape.rank == 4:
+        return tf.reshape(y, (-1, 1, tf.reduce_prod(tf.shape(y)[1:])))
+    if y.shape.rank == 3:
+        return y
+    if y.shape.rank == 2:
+        return y[:, None, :]
+    raise ValueError(
+        f"masks must be (batch, H, W, C), (batch, steps, features) or (batch, features); "
+        f"got shape {y.shape}"
+    )
+
+
+class BinaryCrossEntropy(MaskLoss):
+    r"""Binary cross-entropy averaged over the pixels of each mask,
+
+    .. math:: \mathrm{BCE} = -\frac{1}{N}\sum_i t_i \log p_i + (1 - t_i)\log(1 - p_i).
+
+    Keras's own ``binary_crossentropy`` computes each term (from logits, as
+    :math:`\max(z, 0) - z t + \log(1 + e^{-|z|})`, exact for any :math:`z`; from
+    probabilities, clipped to :math:`[\epsilon, 1 - \epsilon]`), so the value equals
+    ``tf.keras.losses.BinaryCrossentropy(from_logits=...)``.
+    """
+
+    def __init__(self, from_logits=True, name="bce", **kwargs):
+        super().__init__(from_logits=from_logits, name=name, **kwargs)
+
+    def per_mask(self, y_true, y_pred):
+        elementwise = tf.keras.backend.binary_crossentropy(
+            y_true, y_pred, from_logits=self.from_logits
+        )
+        return tf.reduce_mean(elementwise, axis=-1)
+
+
+class DiceLoss(MaskLoss):
+    r"""Soft Dice loss of each mask,
+
+    .. math:: L_{Dice} = 1 - \frac{2\sum_i p_i t_i + s}{\sum_i p_i + \sum_i t_i + s},
+
+    with probabilities :math:`p` (not thresholded, so it has a gradient) and
+    smoothing :math:`s`.  A perfect prediction scores 0 and disjoint masks
+    :math:`1 - s / (\sum p + \sum t + s)`, nearly 1.  The smoothing also decides the
+    masks with no structure in them (most slices of a volume): an empty prediction of
+    an empty target scores 0, and false positives cost
+    :math:`\sum p / (\sum p + s)`, bounded by 1.
+
+    Parameters
+    ----------
+    smooth : float
+        :math:`s`, in pixels.
+    """
+
+    def __init__(self, from_logits=True, smooth=1.0, name="dice", **kwargs):
+        super().__init__(from_logits=from_logits, name=name, **kwargs)
+        self.smooth = float(smooth)
+
+    def per_mask(self, y_true, y_pred):
+        p = self.probabilities(y_pred)
+        overlap = tf.reduce_sum(p * y_true, axis=-1)
+        total = tf.reduce_sum(p, axis=-1) + tf.reduce_sum(y_true, axis=-1)
+        return 1.0 - (2.0 * overlap + self.smooth) / (total + self.smooth)
+
+    def get_config(self):
+        return {**super().get_config(), "smooth": self.smooth}
+
+
+class BCEDice(MaskLoss):
+    r"""The weighted sum of `BinaryCrossEntropy` and `DiceLoss` (the paper: 0.5 each),
+
+    .. math:: L = w_{BCE}\,\mathrm{BCE} + w_{Dice}\,L_{Dice},
+
+    summed mask by mask, so the batch loss is the same weighted sum of the two batch
+    losses.
+    """
+
+    def __init__(self, bce_weight=0.5, dice_weight=0.5, from_logits=True, smooth=1.0,
+                 name="bce_dice", **kwargs):
+        super().__init__(from_logits=from_logits, name=name, **kwargs)
+        self.bce_weight = float(bce_weight)
+        self.dice_weight = float(dice_weight)
+        self.bce = BinaryCrossEntropy(from_logits=from_logits)
+        self.dice = DiceLoss(from_logits=from_logits, smooth=smooth)
+
+    def per_mask(self, y_true, y_pred):
+        bce = self.bce.per_mask(y_true, y_pred)
+        dice = self.dice.per_mask(y_true, y_pred)
+        return self.bce_weight * bce + self.dice_weight * dice
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "bce_weight": self.bce_weight,
+            "dice_weight": self.dice_weight,
+            "smooth": self.dice.smooth,
+        }

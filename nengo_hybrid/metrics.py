@@ -1,5 +1,7 @@
 """Measures of a network's output and activity."""
 
+from typing import NamedTuple
+
 import numpy as np
 
 from nengo_hybrid.simulation import iterate_predictions
@@ -124,3 +126,141 @@ def energy_per_inference(synops, ann_macs, n_neurons, n_steps, spiking_device="l
         f"snn_{spiking_device}_j": synops * snn["energy_per_synop"] + n_neurons * n_steps * snn["energy_per_neuron"],
         f"ann_{ann_device}_j": ann_macs * ann["energy_per_synop"] + n_neurons * ann["energy_per_neuron"],
     }
+
+
+class SliceDice(NamedTuple):
+    """Dice of every slice (`dice_2d`).
+
+    Attributes
+    ----------
+    scores : ndarray of float
+        Dice of each slice; NaN for a slice left out by the ``empty`` rule.
+    has_target : ndarray of bool
+        Whether each slice's ground truth has any foreground (for the hippocampus:
+        the slices that show it).
+    """
+
+    scores: np.ndarray
+    has_target: np.ndarray
+
+    @property
+    def on_target(self):
+        """The scores of the slices whose ground truth has foreground."""
+        return self.scores[self.has_target]
+
+
+class SubjectDice(NamedTuple):
+    """Dice of every subject's volume (`dice_3d`), subjects in order of appearance."""
+
+    subjects: np.ndarray
+    scores: np.ndarray
+
+
+EMPTY_RULES = ("score", "exclude")
+
+
+def _overlap_counts(pred_masks, true_masks, threshold):
+    """Foreground pixels of each mask's intersection, prediction and ground truth;
+    a pixel is foreground where its value exceeds ``threshold``."""
+    pred = np.asarray(pred_masks)
+    true = np.asarray(true_masks)
+    # only the pixel count of a slice must agree (NengoDL outputs are flat)
+    pred = pred.reshape(len(pred), -1) > threshold
+    true = true.reshape(len(true), -1) > threshold
+    if pred.shape != true.shape:
+        raise ValueError(
+            f"{pred.shape[0]} predicted masks of {pred.shape[1]} pixels, "
+            f"{true.shape[0]} true masks of {true.shape[1]} pixels"
+        )
+    return (pred & true).sum(axis=1), pred.sum(axis=1), true.sum(axis=1)
+
+
+def _dice_of_counts(overlap, n_pred, n_true, empty):
+    if empty not in EMPTY_RULES:
+        raise ValueError(f"empty must be one of {EMPTY_RULES}, got {empty!r}")
+    has_target = n_true > 0
+    # where the truth is empty the ratio is 0/n_pred or 0/0: the rule decides instead
+    dice = 2 * overlap / np.where(has_target, n_pred + n_true, 1)
+    if empty == "score":
+        no_target = (n_pred == 0).astype(np.float64)
+    else:
+        no_target = np.nan
+    return np.where(has_target, dice, no_target), has_target
+
+
+def dice_2d(pred_masks, true_masks, empty="score", threshold=0.5):
+    r"""Dice of every slice:
+
+    .. math:: D = \frac{2 |P \cap T|}{|P| + |T|}
+
+    for the foreground pixels :math:`P` of the prediction and :math:`T` of the ground
+    truth.
+
+    Parameters
+    ----------
+    pred_masks, true_masks : array_like
+        ``(n_slices, ...)``: binary masks or probabilities, any shape per slice (e.g.
+        ``(H, W)``, ``(H, W, 1)`` or NengoDL's flat ``(H * W,)``; the two may differ
+        in shape, not in pixel count).  For logits pass ``threshold=0``.
+    empty : ``"score"`` or ``"exclude"``
+        The rule for a slice whose ground truth is empty (where :math:`D` is 0/0 or
+        0): ``"score"`` gives it 1 if the prediction is empty too and 0 if it
+        predicts any foreground (a false positive there is a full error);
+        ``"exclude"`` gives it NaN, leaving it out of `mean_std`.
+    threshold : float
+        A pixel is foreground where its value exceeds it.
+
+    Returns
+    -------
+    SliceDice
+        ``scores`` per slice, ``has_target`` per slice and ``on_target``, the scores
+        of the slices whose ground truth is not empty (the same under either rule).
+    """
+    counts = _overlap_counts(pred_masks, true_masks, threshold)
+    return SliceDice(*_dice_of_counts(*counts, empty))
+
+
+def dice_3d(pred_slices, true_slices, subject_ids, empty="score", threshold=0.5):
+    r"""Dice of each subject's volume, its slices stacked again.
+
+    :math:`D` (see `dice_2d`) over all the voxels of a subject: the intersection and
+    the sizes are the sums over that subject's slices, so the order of the slices
+    (and any other slices of the data set) does not matter.
+
+    Parameters
+    ----------
+    pred_slices, true_slices : array_like
+        ``(n_slices, ...)`` as for `dice_2d`.
+    subject_ids : array_like
+        ``(n_slices,)``: the subject each slice was cut from.
+    empty, threshold
+        As for `dice_2d` (``empty`` applies to a volume with no foreground at all).
+
+    Returns
+    -------
+    SubjectDice
+        ``subjects`` in order of first appearance and their ``scores``.
+    """
+    subject_ids = np.asarray(subject_ids)
+    counts = _overlap_counts(pred_slices, true_slices, threshold)
+    if subject_ids.shape != counts[0].shape:
+        raise ValueError(f"{len(subject_ids)} subject ids for {len(counts[0])} slices")
+    _, first, which = np.unique(subject_ids, return_index=True, return_inverse=True)
+    per_subject = [np.bincount(which, weights=c, minlength=len(first)) for c in counts]
+    order = np.argsort(first)
+    scores, _ = _dice_of_counts(*(c[order] for c in per_subject), empty)
+    return SubjectDice(subject_ids[np.sort(first)], scores)
+
+
+def mean_std(scores, ddof=0):
+    """Mean and standard deviation of ``scores``, NaNs (excluded slices) left out:
+    ``{"mean": float, "std": float, "n": int}`` (NaN mean and std if none is left).
+
+    ``ddof`` as for ``numpy.std``: 0, the spread of these scores themselves; 1, the
+    estimate of the spread of the population they were drawn from.
+    """
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=ddof)), "n": len(values)}

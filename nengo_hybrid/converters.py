@@ -1,0 +1,171 @@
+"""Layer converters for Keras layers that NengoDL 3.6 does not convert natively.
+
+Each is a ``nengo_dl.converter.LayerConverter`` registered with
+``nengo_dl.Converter.register``, NengoDL's own extension point, when this module is
+imported (`nengo_hybrid.families` imports it, so `nengo_hybrid.convert` always has
+them):
+
+==============================  ==============================================
+Keras layer                     Nengo objects
+==============================  ==============================================
+``Conv2DTranspose``             ``nengo.transforms.ConvolutionTranspose`` into
+                                neurons of the layer's activation
+``Lambda(tf.nn.relu)`` and      ReLU neurons (NengoDL would leave a
+``tf.nn.relu(keras_tensor)``    ``TensorNode``, which never spikes)
+==============================  ==============================================
+
+Their activations go through ``LayerConverter.add_nengo_obj``, so
+``swap_activations``, ``scale_firing_rates`` and ``synapse`` apply to them exactly as
+to NengoDL's own layers.
+"""
+
+import nengo
+import nengo_dl
+import numpy as np
+import tensorflow as tf
+from nengo.exceptions import ValidationError
+from nengo_dl.converter import LayerConverter
+
+RELU_FUNCTIONS = (tf.nn.relu, tf.keras.activations.relu)
+
+# Keras options that change the maths (regularisers and constraints only act while
+# Keras itself trains, which NengoDL cannot reproduce): the same lists as NengoDL's
+# own ConvertConv2D
+_CONV_TRAINING_ARGS = [
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+]
+
+
+class ConvertReLUFunction(LayerConverter):
+    """Converts ``tf.nn.relu(x)`` written in a functional model (a ``TFOpLambda``) or
+    wrapped in ``Lambda``, which NengoDL would otherwise leave as a ``TensorNode``."""
+
+    @classmethod
+    def convertible(cls, layer, converter):
+        if getattr(layer, "function", None) in RELU_FUNCTIONS:
+            return True, None
+        return False, f"layer '{layer.name}' wraps a function with no neuron equivalent"
+
+    def convert(self, node_id):
+        # the relu's own key in swap_activations maps it to the family's neuron type
+        output = self.add_nengo_obj(node_id, activation=tf.nn.relu)
+        self.add_connection(node_id, output)
+        return output
+
+
+nengo_dl.Converter.register(tf.keras.layers.Lambda)(ConvertReLUFunction)
+try:  # the class Keras creates for ``tf.nn.relu(keras_tensor)`` in a functional model
+    from keras.layers.core.tf_op_layer import TFOpLambda
+except ImportError:  # pragma: no cover (other Keras layouts)
+    TFOpLambda = None
+if TFOpLambda is not None:
+    nengo_dl.Converter.register(TFOpLambda)(ConvertReLUFunction)
+
+
+@nengo_dl.Converter.register(tf.keras.layers.Conv2DTranspose)
+class ConvertConv2DTranspose(LayerConverter):
+    r"""Converts ``tf.keras.layers.Conv2DTranspose`` to a transposed convolution
+    transform into neurons (or a linear node) of the layer's activation.
+
+    Keras computes, for input :math:`x` with :math:`C_{in}` channels and kernel
+    :math:`K` of shape ``(kh, kw, C_out, C_in)``,
+
+    .. math:: y = \mathrm{conv\_transpose}(x, K) + b, \quad
+              y_{out} = \mathrm{activation}(y),
+
+    the gradient of a strided convolution with kernel :math:`K` with respect to its
+    input.  ``nengo.transforms.ConvolutionTranspose`` is the same operation (NengoDL
+    builds it with ``tf.nn.conv_transpose``) with the kernel stored as a forward
+    kernel of its own input/output, ``(kh, kw, C_in, C_out)``: the two channel axes
+    are swapped, and the kernel is not flipped.
+
+    The output shape is taken from the Keras layer, which covers ``output_padding``:
+    of the output shapes whose forward convolution gives the input shape, Keras picks
+    one with ``output_padding`` and Nengo accepts any of them.  ``data_format``,
+    ``padding`` (``"same"``/``"valid"``), ``strides`` and the bias are handled as in
+    NengoDL's ``ConvertConv2D``: the bias is one trainable parameter per output
+    channel, broadcast over the spatial positions by a fixed sparse transform.
+    """
+
+    has_weights = True
+    unsupported_args = [("dilation_rate", (1, 1))]
+    unsupported_training_args = _CONV_TRAINING_ARGS
+
+    def convert(self, node_id):
+        if self.layer.use_bias:
+            kernel, biases = tf.keras.backend.batch_get_value(
+                (self.layer.kernel, self.layer.bias)
+            )
+        else:
+            kernel, biases = tf.keras.backend.get_value(self.layer.kernel), None
+
+        output = self.add_nengo_obj(node_id, activation=self.layer.activation)
+        if biases is not None:
+            self._add_channel_biases(node_id, output, biases)
+        transform = self._transform(
+            self.layer, self.input_shape(node_id), self.output_shape(node_id), kernel
+        )
+        self.add_connection(node_id, output, transform=transform, trainable=True)
+        return output
+
+    @staticmethod
+    def _transform(layer, input_shape, output_shape, kernel):
+        """The ``ConvolutionTranspose`` of ``layer``, with a Keras-layout ``kernel``."""
+        return nengo.transforms.ConvolutionTranspose(
+            n_filters=layer.filters,
+            input_shape=input_shape,
+            output_shape=output_shape,
+            kernel_size=layer.kernel_size,
+            strides=layer.strides,
+            padding=layer.padding,
+            channels_last=layer.data_format == "channels_last",
+            # Keras (kh, kw, out, in) -> Nengo (kh, kw, in, out)
+            init=np.swapaxes(kernel, -1, -2),
+        )
+
+    def _add_channel_biases(self, node_id, output, biases):
+        """One trainable bias per channel, added to every position of that channel."""
+        name = f"{self.layer.name}.{node_id}"
+        shape = self.output_shape(node_id)
+        bias_node = nengo.Node([1], label=f"{name}.bias")
+        bias_relay = nengo.Node(size_in=len(biases), label=f"{name}.bias_relay")
+        # trainable like any Nengo connection (as in NengoDL's ConvertConv)
+        nengo.Connection(bias_node, bias_relay, transform=biases[:, None], synapse=None)
+        channel_axis = len(shape) - 1 if self.layer.data_format == "channels_last" else 0
+        channel_of = np.indices(shape)[channel_axis].ravel()  # of each flat output
+        broadcast = nengo.Connection(
+            bias_relay,
+            output,
+            transform=nengo.Sparse(
+                (output.size_in, len(biases)),
+                indices=np.stack([np.arange(channel_of.size), channel_of], axis=1),
+            ),
+            synapse=None,
+        )
+        self.set_trainable(broadcast, False)
+
+    @classmethod
+    def convertible(cls, layer, converter):
+        convertible, message = super().convertible(layer, converter)
+        if not convertible:
+            return convertible, message
+        # Keras builds layers whose output no forward convolution maps back to the
+        # input (e.g. an even kernel, "same" padding and output_padding=0: Keras only
+        # fails when it runs); Nengo validates the shapes, so ask it now for an error
+        # that names the layer instead of one in the middle of the conversion
+        skip = 2 if converter.temporal_model else 1  # batch (and time) axes
+        try:
+            cls._transform(
+                layer,
+                layer.get_input_shape_at(0)[skip:],
+                layer.get_output_shape_at(0)[skip:],
+                tf.keras.backend.get_value(layer.kernel),
+            )
+        except ValidationError as error:
+            reason = str(error).rstrip(".")
+            return False, f"{layer.name} has no equivalent ConvolutionTranspose: {reason}"
+        return True, None
