@@ -9,6 +9,8 @@ DATA ?= $(or $(NENGO_HYBRID_DATA),./data)
 DATA_ABS := $(abspath $(DATA))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NENGO_HYBRID_DATA := $(DATA_ABS)
+# the experiment profile: paper (the paper's protocol) or quick (minutes)
+PROFILE ?= paper
 
 .PHONY: setup data locnet test demo benchmark clean
 
@@ -26,11 +28,11 @@ $(STAMP): setup.cfg pyproject.toml
 data: setup
 	$(PY) -m data_prep.download --data "$(DATA_ABS)"
 
-# Table 1 of the paper (LocNet on Caltech-101 airplanes) into results/locnet/;
-# fetches the data first if $(DATA) does not hold it.
+# Table 1 of the paper (LocNet on Caltech-101 airplanes) into results/locnet/
+# (PROFILE=quick: results/locnet_quick/); fetches the data first if $(DATA) lacks it.
 locnet: setup
 	@test -d "$(DATA_ABS)/caltech101" || $(MAKE) --no-print-directory data
-	$(PY) experiments/locnet.py run --data "$(DATA_ABS)" $(ARGS)
+	$(PY) experiments/locnet.py run --profile $(PROFILE) --data "$(DATA_ABS)" $(ARGS)
 
 # The whole suite: unit tests, tests on the real data, and every notebook.
 test: setup

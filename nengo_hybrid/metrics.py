@@ -66,11 +66,39 @@ def box_iou(predicted, target):
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def layer_connections(model):
-    """Synapses into each Keras layer (keras-spiking's ``ModelEnergy`` counts), by
-    layer name, in model order; layers without synapses are left out."""
-    import keras_spiking
+def _conv_transpose_stats(node):
+    """Synapses of a ``Conv2DTranspose``: every input element reaches ``kh * kw * C_out``
+    outputs, so input size x ``kh * kw * C_out`` (taps that land in the cropped border
+    counted, as keras-spiking counts a Conv2D's padding taps).
 
+    keras-spiking 0.3 has no entry for the layer and falls back to its parent Conv2D's,
+    which reads the kernel as ``(kh, kw, C_in, C_out)``; a transposed convolution's is
+    ``(kh, kw, C_out, C_in)``, so it counted output size x ``kh * kw * C_out``: twice
+    the synapses of a stride-2 layer that halves its channels, a sixteenth of those of
+    a 16-to-1 output layer.
+    """
+    import tensorflow as tf
+    from keras_spiking.compat import node_layer
+
+    layer = node_layer(node)
+    input_size = int(np.prod(node.input_shapes[1:]))
+    kh, kw, c_out, _ = layer.kernel.shape
+    output_size = int(np.prod(node.output_shapes[1:]))
+    linear = layer.activation in (None, tf.keras.activations.linear)
+    return {"connections": input_size * int(kh * kw * c_out),
+            "neurons": 0 if linear else output_size, "spiking": linear}
+
+
+def layer_connections(model):
+    """Synapses into each Keras layer (keras-spiking's ``ModelEnergy`` counts, with
+    `_conv_transpose_stats` for ``Conv2DTranspose``), by layer name, in model order;
+    layers without synapses are left out."""
+    import keras_spiking
+    import tensorflow as tf
+
+    computers = keras_spiking.ModelEnergy.layer_stats_computers
+    if tf.keras.layers.Conv2DTranspose not in computers:
+        keras_spiking.ModelEnergy.register_layer(tf.keras.layers.Conv2DTranspose)(_conv_transpose_stats)
     energy = keras_spiking.ModelEnergy(model)
     return {
         layer.name: int(energy.layer_stats[layer]["connections"])

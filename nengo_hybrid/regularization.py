@@ -36,14 +36,17 @@ class RateRegularization:
 
 
 class FiringRateLoss(tf.keras.losses.Loss):
-    r"""Mean squared distance of each neuron's firing rate from a target rate.
+    r"""Mean squared relative distance of each neuron's firing rate from a target rate.
 
-    .. math:: L = \frac{1}{N}\sum_i \left(\frac{\bar y_i}{A} - r^*\right)^2
+    .. math:: L = \frac{1}{N}\sum_i \left(\frac{\bar y_i / A - r^*}{r^*}\right)^2
 
     where :math:`\bar y_i` is neuron *i*'s probed output averaged over the timesteps
     (for spiking neurons: the spike count per second times the amplitude :math:`A`), so
     :math:`\bar y_i / A` is its rate in Hz whatever ``scale_firing_rates`` did to the
-    amplitude.  The target passed by Keras (``y_true``) is ignored: its shape need only
+    amplitude.  The error is relative to the target, so a silent neuron costs 1 whatever
+    the target: measured in Hz², a LocNet's rate loss was ~10⁵ times its box loss, and
+    with the paper's weight of 0.01 the ANN learned firing rates instead of boxes.  The
+    target passed by Keras (``y_true``) is ignored: its shape need only
     be ``(batch, 1, 1)``, so no array the size of a layer's activity is ever built.
 
     Parameters
@@ -69,7 +72,7 @@ class FiringRateLoss(tf.keras.losses.Loss):
         rates = tf.reduce_mean(y_pred, axis=1) / self.amplitude
         if self.per == "layer":
             rates = tf.reduce_mean(rates, axis=-1, keepdims=True)
-        return tf.reduce_mean(tf.square(rates - self.target_hz), axis=-1)
+        return tf.reduce_mean(tf.square(rates / self.target_hz - 1.0), axis=-1)
 
     def get_config(self):
         return dict(

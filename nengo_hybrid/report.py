@@ -162,3 +162,94 @@ def box_grid(images, true_boxes, predicted, path, ious=None, columns=4):
             ax.set_title(" ".join(f"{m[:4]} {v[i]:.2f}" for m, v in ious.items()), fontsize=7)
     fig.legend(loc="lower center", ncol=len(predicted) + 1)
     save_figure(fig, path)
+
+
+def save_array(path, array):
+    """Save ``array`` as ``.npy`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, np.asarray(array))
+    os.replace(tmp, path)
+
+
+def config_from_json(cls, data):
+    """The frozen configuration dataclass ``cls`` rebuilt from the dict a run wrote as
+    ``config.json`` (`dataclasses.asdict`): fields that are dataclasses themselves (e.g.
+    `TrainSettings`) rebuilt from their dicts, JSON lists back to tuples."""
+    import dataclasses
+
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            continue  # a run written before the field existed gets its default
+        value = data[field.name]
+        if dataclasses.is_dataclass(field.type) and isinstance(value, dict):
+            value = field.type(**value)
+        elif isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        values[field.name] = value
+    return cls(**values)
+
+
+def activity_columns(model, rates, name, n_steps):
+    """A table row's activity and cost columns for model ``name``.
+
+    ``rates`` maps the spiking models' names to their measured rates
+    (`ConvertedNetwork.firing_rates`); a model not in it (the ANN) has no rate and no
+    synaptic operations.  Every row gets the ANN's MACs and, when any spiking model was
+    measured (for its neuron count), what the ANN costs on a GPU.
+    """
+    from nengo_hybrid import metrics
+
+    ops = metrics.synaptic_operations(model, rates[name]["layers"] if name in rates else {}, n_steps)
+    columns = {"firing_rate_hz": None, "synaptic_ops": None, "ann_macs": ops["ann_macs"]}
+    n_neurons = sum(next(iter(rates.values()))["neurons"].values()) if rates else None
+    if name in rates:
+        energy = metrics.energy_per_inference(ops["synaptic_ops"], ops["ann_macs"], n_neurons, n_steps)
+        columns.update(firing_rate_hz=rates[name]["network"], synaptic_ops=ops["synaptic_ops"],
+                       energy_j_loihi=energy["snn_loihi_j"], layer_rates_hz=rates[name]["layers"])
+    if n_neurons is not None:
+        columns["energy_j_ann_gpu"] = metrics.energy_per_inference(0, ops["ann_macs"], n_neurons, 1)["ann_gpu_j"]
+    return columns
+
+
+def mask_grid(images, truths, probabilities, path, scores=None, row_titles=None):
+    """Segmentations side by side, one row per slice: the input, the ground truth and
+    each model's probability mask (the paper's Figure 3).
+
+    ``images`` and ``truths`` are ``(n, H, W)`` or ``(n, H, W, 1)`` (``truths`` None
+    without labels: no ground-truth column); ``probabilities`` maps a model name to its
+    ``(n, H, W[, 1])`` masks in [0, 1]; ``scores`` (optional) maps a model name to each
+    slice's Dice, shown under its mask; ``row_titles`` names each row.
+    """
+    def flat(a):
+        a = np.asarray(a)
+        return a[..., 0] if a.ndim == 4 else a
+
+    columns = [("input", flat(images), "gray")]
+    if truths is not None:
+        columns.append(("ground truth", flat(truths), "magma"))
+    columns += [(model, flat(p), "magma") for model, p in probabilities.items()]
+    n = len(columns[0][1])
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.9 * len(columns), 2.4 * n), squeeze=False)
+    shown = None
+    for row in range(n):
+        for col, (name, values, cmap) in enumerate(columns):
+            ax = axes[row, col]
+            limits = {} if name == "input" else {"vmin": 0.0, "vmax": 1.0}
+            image = ax.imshow(values[row], cmap=cmap, **limits)
+            if name != "input":
+                shown = image
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if scores is not None and name in scores:
+                ax.set_xlabel(f"Dice {scores[name][row]:.2f}", fontsize=8)
+            if col == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[row], fontsize=7)
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="probability")
+    save_figure(fig, path)

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -19,8 +20,10 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from nengo_hybrid.families import convert
+from nengo_hybrid.losses import LastTimesteps
 from nengo_hybrid.regularization import RateRegularization
-from nengo_hybrid.simulation import predict
+from nengo_hybrid.simulation import iterate_predictions, predict
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class TrainSettings:
         Part of the training examples held out for early stopping.
     seed : int
         Seeds the validation split and every epoch's shuffle.
+    monitor : str
+        The validation quantity early stopping watches: by default the task loss alone
+        (``val_output_loss``), since the total also holds the firing-rate terms; a
+        network with no other loss logs only ``val_loss``, used then.
     """
 
     learning_rate: float
@@ -53,6 +60,7 @@ class TrainSettings:
     patience: Optional[int] = None
     validation_fraction: float = 0.1
     seed: int = 0
+    monitor: str = "val_output_loss"
 
 
 def write_json(path, data):
@@ -116,7 +124,8 @@ def _restore(sim, optimizer_checkpoint, folder):
 
 
 def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
-          regularization: Optional[RateRegularization] = None, resume=False, label="train"):
+          regularization: Optional[RateRegularization] = None, augment=None, resume=False,
+          label="train"):
     """Train ``sim`` (built from ``converted``) on ``x``, ``y`` with checkpoints.
 
     Parameters
@@ -133,6 +142,10 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         Where this stage keeps its checkpoints and history.
     regularization : RateRegularization, optional
         Firing-rate regularisation (needs ``layer_probes=True`` on the simulator).
+    augment : callable, optional
+        ``augment(x, y, rng) -> (x, y)`` draws each epoch's training examples anew
+        (e.g. `nengo_hybrid.augment.BoxAugmentation`) from a generator seeded by the
+        epoch, so a resumed run sees the same examples; validation is never augmented.
     resume : bool
         Continue from the last checkpoint in ``run_dir`` if there is one.
     label : str
@@ -154,11 +167,14 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     val_idx, train_idx = order[:n_val], order[n_val:]
     train_idx = train_idx[: _batches(len(train_idx), settings.batch_size)]
 
-    def data(index):
+    def data(index, rng=None):
         # built per epoch from the chosen examples only: the inputs repeated over the
         # timesteps are n_steps times the data set, so one copy at a time
-        return (converted.inputs(x[index], settings.n_steps),
-                converted.targets(y[index], regularization, settings.n_steps))
+        xs, ys = x[index], y[index]
+        if rng is not None and augment is not None:
+            xs, ys = augment(xs, ys, rng)
+        return (converted.inputs(xs, settings.n_steps),
+                converted.targets(ys, regularization, settings.n_steps))
 
     validation = data(val_idx) if n_val else None
 
@@ -178,16 +194,24 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     saver = EpochCheckpoint(run_dir, sim, optimizer_checkpoint, state)
+    stopper = _EarlyStoppingState(state, run_dir, sim, settings.monitor)
+    if n_val and state["epoch"] == 0:
+        # the starting weights are the first candidate: fine-tuning that never beats
+        # them on validation returns them, not its least bad epoch
+        scores = sim.evaluate(*validation, verbose=0)
+        stopper.consider({f"val_{key}": value for key, value in scores.items()}, epoch=-1)
 
     verbose = 1 if sys.stdout.isatty() else 2
     while state["epoch"] < settings.epochs and not _stopped(state, settings):
         epoch = state["epoch"]
         print(f"[{label}] epoch {epoch + 1}/{settings.epochs}", flush=True)
-        shuffled = np.random.RandomState(settings.seed + 1 + epoch).permutation(train_idx)
+        epoch_rng = np.random.RandomState(settings.seed + 1 + epoch)
+        shuffled = epoch_rng.permutation(train_idx)
         sim.fit(
-            *data(shuffled), epochs=epoch + 1,
+            *data(shuffled, epoch_rng), epochs=epoch + 1,
             initial_epoch=epoch, shuffle=False, validation_data=validation,
-            callbacks=[_EarlyStoppingState(state, run_dir, sim), saver], verbose=verbose,
+            callbacks=[stopper, saver],
+            verbose=verbose,
         )
     if settings.patience and (run_dir / "best.npz").exists():
         sim.load_params(run_dir / "best")  # restore the best epoch's weights
@@ -202,22 +226,158 @@ class _EarlyStoppingState(tf.keras.callbacks.Callback):
     """Early stopping on the validation loss whose state lives in the checkpoint, so a
     resumed run stops where an uninterrupted one would (runs before `EpochCheckpoint`)."""
 
-    def __init__(self, state, run_dir, sim):
+    def __init__(self, state, run_dir, sim, monitor):
         super().__init__()
-        self.state, self.run_dir, self.sim = state, Path(run_dir), sim
+        self.state, self.run_dir, self.sim, self.monitor = state, Path(run_dir), sim, monitor
 
     def on_epoch_end(self, epoch, logs=None):
-        val = (logs or {}).get("val_loss")
-        if val is None:
-            return
-        if self.state["best"] is None or val < self.state["best"]:
-            self.state.update(best=float(val), wait=0, best_epoch=epoch + 1)
-            self.sim.save_params(self.run_dir / "best.tmp")
-            os.replace(self.run_dir / "best.tmp.npz", self.run_dir / "best.npz")
-        else:
+        if self.consider(logs or {}, epoch) is False:
             self.state["wait"] += 1
+
+    def consider(self, logs, epoch):
+        """Keep the weights if ``logs`` hold the best monitored value so far; None if
+        they hold no validation value."""
+        val = logs.get(self.monitor, logs.get("val_loss"))
+        if val is None:
+            return None
+        if self.state["best"] is not None and val >= self.state["best"]:
+            return False
+        self.state.update(best=float(val), wait=0, best_epoch=epoch + 1)
+        self.sim.save_params(self.run_dir / "best.tmp")
+        os.replace(self.run_dir / "best.tmp.npz", self.run_dir / "best.npz")
+        return True
 
 
 def predict_output(converted, sim, x, n_steps, last_steps=None):
     """The network's output for every example, averaged over its last timesteps."""
     return predict(sim, converted.inputs(x, n_steps), converted.output, last_steps=last_steps)
+
+
+def spiking_evaluation(model, config, params, x):
+    """Run the spiking family with ``params`` on ``x``.
+
+    The output is read as its mean over the ``config.eval_window`` timesteps that end at
+    ``config.eval_steps`` and, for the timestep sweep, at every ``t`` of
+    ``config.steps_sweep``; firing rates are measured over ``config.eval_steps``.
+
+    ``config`` needs ``synapse``, ``scale_firing_rates``, ``seed``, ``eval_steps``,
+    ``eval_window``, ``steps_sweep`` and ``eval_batch``.
+
+    Returns
+    -------
+    dict
+        ``outputs`` (n, d) at ``eval_steps``, ``sweep`` {t: (n, d)}, ``rates`` (see
+        `ConvertedNetwork.firing_rates`).
+    """
+    converted = convert(model, "spiking", synapse=config.synapse,
+                        scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+    marks = sorted(set(config.steps_sweep) | {config.eval_steps})
+    windows = {t: [] for t in marks}
+    # no layer probes here, or every layer's activity over hundreds of steps would fill
+    # the memory; and a few minibatches at a time, since the inputs repeated over the
+    # timesteps are that many copies of the data
+    chunk = 4 * config.eval_batch
+    with converted.simulator(minibatch_size=config.eval_batch) as sim:
+        sim.load_params(params)
+        for start in range(0, len(x), chunk):
+            inputs = converted.inputs(x[start:start + chunk], marks[-1])
+            for _, out in iterate_predictions(sim, inputs):
+                series = out[converted.output]
+                for t in marks:
+                    windows[t].append(series[:, max(0, t - config.eval_window):t].mean(axis=1))
+    sweep = {t: np.concatenate(parts) for t, parts in windows.items()}
+    with converted.simulator(minibatch_size=config.eval_batch, layer_probes=True) as sim:
+        sim.load_params(params)
+        rates = converted.firing_rates(sim, x, config.eval_steps)
+    return {"outputs": sweep[config.eval_steps], "sweep": sweep, "rates": rates}
+
+
+def ann_outputs(model, config, params, x):
+    """The ANN's (rate family, one timestep) output on ``x`` with ``params``."""
+    ann = convert(model, "rate", scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+    with ann.simulator(config.eval_batch, n_steps=1) as sim:
+        sim.load_params(params)
+        return predict_output(ann, sim, x, 1)
+
+
+def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
+               regularization=None, augment=None, resume=False):
+    """The paper's three models from one Keras ``model``: train the ANN, convert it,
+    fine-tune the converted SNN, and evaluate all three on ``x_test``.
+
+    1. ANN: the rate family trained with ``task_loss`` (+ ``regularization``) under
+       ``config.ann``; parameters saved as ``out_dir/ann.npz``.
+    2. converted SNN: the spiking family with the ANN's parameters.
+    3. hybrid SNN: the hybrid family, from the ANN's parameters, trained under
+       ``config.hybrid`` on the output's last ``config.eval_window`` timesteps (where
+       the spiking models are read); saved as ``out_dir/hybrid.npz``.
+
+    Every stage checkpoints every epoch under ``out_dir/checkpoints`` and continues
+    from there with ``resume``.  ``config`` needs ``ann``, ``hybrid`` (`TrainSettings`)
+    and what `spiking_evaluation` needs.
+
+    Returns
+    -------
+    dict
+        ``outputs`` {"ann", "converted", "hybrid": (n_test, d)}, ``sweeps``
+        {"converted", "hybrid": {t: (n_test, d)}}, ``rates`` {"converted", "hybrid"},
+        ``histories`` {"ann", "hybrid"}, ``timings`` (seconds per stage) and
+        ``hybrid_epochs``.
+    """
+    out_dir = Path(out_dir)
+    timings, histories = {}, {}
+    probes = regularization is not None
+
+    start = time.time()
+    ann = convert(model, "rate", scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+    with ann.simulator(config.ann.batch_size, n_steps=1, layer_probes=probes) as sim:
+        histories["ann"] = train(ann, sim, x_train, y_train, task_loss, config.ann,
+                                 out_dir / "checkpoints" / "ann", regularization=regularization,
+                                 augment=augment, resume=resume, label="ann")["history"]
+        sim.save_params(out_dir / "ann")
+    timings["ann_s"] = time.time() - start
+    ann_out = ann_outputs(model, config, out_dir / "ann", x_test)
+
+    start = time.time()
+    converted = spiking_evaluation(model, config, out_dir / "ann", x_test)
+    timings["converted_eval_s"] = time.time() - start
+
+    start = time.time()
+    hybrid = convert(model, "hybrid", synapse=config.synapse,
+                     scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+    with hybrid.simulator(config.hybrid.batch_size, n_steps=config.hybrid.n_steps,
+                          layer_probes=probes) as sim:
+        sim.load_params(out_dir / "ann")
+        result = train(hybrid, sim, x_train, y_train, LastTimesteps(task_loss, config.eval_window),
+                       config.hybrid, out_dir / "checkpoints" / "hybrid",
+                       regularization=regularization, augment=augment, resume=resume,
+                       label="hybrid")
+        histories["hybrid"] = result["history"]
+        sim.save_params(out_dir / "hybrid")
+    timings["hybrid_s"] = time.time() - start
+
+    start = time.time()
+    tuned = spiking_evaluation(model, config, out_dir / "hybrid", x_test)
+    timings["hybrid_eval_s"] = time.time() - start
+    return {
+        "outputs": {"ann": ann_out, "converted": converted["outputs"], "hybrid": tuned["outputs"]},
+        "sweeps": {"converted": converted["sweep"], "hybrid": tuned["sweep"]},
+        "rates": {"converted": converted["rates"], "hybrid": tuned["rates"]},
+        "histories": histories,
+        "timings": timings,
+        "hybrid_epochs": result["epochs"],
+    }
+
+
+def evaluate_stages(model, config, run_dir, x):
+    """The three models of a finished `run_stages` in ``run_dir`` evaluated on ``x``
+    (same keys as `run_stages`, without histories)."""
+    run_dir = Path(run_dir)
+    converted = spiking_evaluation(model, config, run_dir / "ann", x)
+    tuned = spiking_evaluation(model, config, run_dir / "hybrid", x)
+    return {
+        "outputs": {"ann": ann_outputs(model, config, run_dir / "ann", x),
+                    "converted": converted["outputs"], "hybrid": tuned["outputs"]},
+        "sweeps": {"converted": converted["sweep"], "hybrid": tuned["sweep"]},
+        "rates": {"converted": converted["rates"], "hybrid": tuned["rates"]},
+    }

@@ -193,7 +193,7 @@ def test_rate_regularization_pulls_layer_rates_to_the_target():
     x = rng.uniform(0, 3, size=(32, 6, 6, 1)).astype(np.float32)
     y = rng.uniform(-1, 1, size=(32, 3)).astype(np.float32)
     target = 150.0
-    regularization = nh.RateRegularization(target_hz=target, hidden_weight=0.01, per="layer")
+    regularization = nh.RateRegularization(target_hz=target, hidden_weight=1.0, per="layer")
     converted = nh.convert(model, "rate")
     with converted.simulator(minibatch_size=8, n_steps=1, layer_probes=True) as sim:
         lif_layer = next(n for n, t in converted.neuron_types().items() if isinstance(t, nengo_dl.SoftLIFRate))
@@ -204,12 +204,12 @@ def test_rate_regularization_pulls_layer_rates_to_the_target():
     assert abs(after - target) < 0.25 * abs(before - target), (before, after)
 
 
-def test_firing_rate_loss_is_mean_squared_rate_error_in_hz():
+def test_firing_rate_loss_is_mean_squared_relative_rate_error():
     # two neurons at 0.5 and 1.5 output with amplitude 0.01 -> 50 Hz and 150 Hz
     y_pred = tf.constant([[[0.5, 1.5], [0.5, 1.5]]])
     per_neuron = nh.FiringRateLoss(100.0, amplitude=0.01)(None, y_pred)
     per_layer = nh.FiringRateLoss(100.0, amplitude=0.01, per="layer")(None, y_pred)
-    np.testing.assert_allclose(per_neuron.numpy(), 50.0**2)
+    np.testing.assert_allclose(per_neuron.numpy(), 0.5**2)
     np.testing.assert_allclose(per_layer.numpy(), 0.0, atol=1e-6)
 
 

@@ -1,0 +1,63 @@
+"""Box-preserving image augmentation: mirror, zoom and shift, with the box moved along.
+
+Boxes are ``(top, left, bottom, right)`` normalised to [0, 1] of the image.  A crop
+window of relative size :math:`z` at offset :math:`(o_y, o_x)` (both in image units),
+resized back to the full image, maps a box coordinate :math:`b` to
+
+.. math:: b' = \\mathrm{clip}\\left(\\frac{b - o}{z}, 0, 1\\right)
+
+(rows use :math:`o_y`, columns :math:`o_x`); the clip keeps the visible part of an object
+that the window cuts.  A left-right mirror maps ``(t, l, b, r)`` to ``(t, 1 - r, b, 1 - l)``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+
+def mirror_boxes(boxes):
+    """Boxes of the left-right mirrored images."""
+    boxes = np.asarray(boxes)
+    return np.stack([boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], axis=1).astype(boxes.dtype)
+
+
+@dataclass(frozen=True)
+class BoxAugmentation:
+    """Random mirror, zoom-in and shift of images with their boxes.
+
+    Every call draws, per image, a mirror with probability ``flip``, a window of size
+    :math:`z \\sim U[1 - \\text{max_zoom}, 1]` of the image (both axes alike, so the aspect
+    ratio stays) at a uniform offset inside the image, and resizes the window back to the
+    image size (bilinear).  No pixel outside the image is ever invented.
+
+    Parameters
+    ----------
+    flip : float
+        Probability of a left-right mirror.
+    max_zoom : float
+        Largest fraction of the image the window may leave out (0 disables zoom and
+        shift).
+    """
+
+    flip: float = 0.5
+    max_zoom: float = 0.2
+
+    def __call__(self, images, boxes, rng):
+        """Augmented copies of ``images`` (n, H, W, C) and ``boxes`` (n, 4), drawn from
+        ``rng`` (a `numpy.random.RandomState`), so a seed gives the same epoch twice."""
+        n = len(images)
+        mirrored = rng.uniform(size=n) < self.flip
+        images = np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)
+        boxes = np.where(mirrored[:, None], mirror_boxes(boxes), boxes)
+        if self.max_zoom <= 0:
+            return images, boxes
+        size = rng.uniform(1 - self.max_zoom, 1, size=n)
+        offset = rng.uniform(0, 1, size=(n, 2)) * (1 - size)[:, None]
+        windows = np.stack([offset[:, 0], offset[:, 1], offset[:, 0] + size, offset[:, 1] + size], axis=1)
+        cropped = tf.image.crop_and_resize(
+            images, windows.astype(np.float32), np.arange(n, dtype=np.int32), images.shape[1:3]
+        ).numpy().astype(images.dtype)
+        origin = np.concatenate([offset, offset], axis=1)
+        moved = np.clip((boxes - origin) / size[:, None], 0, 1).astype(boxes.dtype)
+        return cropped, moved

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from nengo_hybrid.augment import BoxAugmentation, mirror_boxes
+
+
+def painted(boxes, shape=(48, 72)):
+    """Black images with each box painted white."""
+    images = np.zeros((len(boxes),) + shape + (1,), dtype=np.float32)
+    for image, (top, left, bottom, right) in zip(images, boxes):
+        h, w = shape
+        image[int(round(top * h)):int(round(bottom * h)), int(round(left * w)):int(round(right * w))] = 1
+    return images
+
+
+def white_extent(image):
+    """The normalised (top, left, bottom, right) of the pixels brighter than 0.5."""
+    rows, cols = np.nonzero(image[..., 0] > 0.5)
+    h, w = image.shape[:2]
+    return np.array([rows.min() / h, cols.min() / w, (rows.max() + 1) / h, (cols.max() + 1) / w])
+
+
+def test_mirror_boxes():
+    np.testing.assert_allclose(mirror_boxes(np.array([[0.1, 0.2, 0.6, 0.5]])), [[0.1, 0.5, 0.6, 0.8]])
+
+
+@pytest.mark.parametrize("augmentation", [BoxAugmentation(flip=1.0, max_zoom=0.0),
+                                          BoxAugmentation(flip=0.0, max_zoom=0.3),
+                                          BoxAugmentation(flip=0.5, max_zoom=0.3)])
+def test_augmented_boxes_follow_the_augmented_pixels(augmentation):
+    rng = np.random.RandomState(0)
+    boxes = np.array([[0.2, 0.1, 0.8, 0.9], [0.3, 0.4, 0.7, 0.6], [0.05, 0.05, 0.95, 0.5]] * 4, dtype=np.float32)
+    images, moved = augmentation(painted(boxes), boxes, rng)
+    assert images.shape == (12, 48, 72, 1) and moved.shape == boxes.shape
+    assert not np.allclose(moved, boxes)  # something happened
+    for image, box in zip(images, moved):
+        # within about a pixel (bilinear resampling blurs the edges)
+        np.testing.assert_allclose(white_extent(image), box, atol=2.5 / 48)
+
+
+def test_same_generator_state_same_augmentation():
+    boxes = np.array([[0.2, 0.1, 0.8, 0.9]] * 5, dtype=np.float32)
+    images = painted(boxes)
+    first = BoxAugmentation()(images, boxes, np.random.RandomState(3))
+    again = BoxAugmentation()(images, boxes, np.random.RandomState(3))
+    other = BoxAugmentation()(images, boxes, np.random.RandomState(4))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[1], other[1])
