@@ -1,8 +1,9 @@
 """Time per stage of ``make locnet`` (the paper profile) on this machine.
 
     python benchmarks/locnet.py [--data DIR] [--profile paper]
+    python benchmarks/locnet.py --from-run results/locnet   # a finished `make locnet`
 
-Runs the LocNet experiment and writes ``results/benchmarks/locnet.json``: seconds per
+Runs the LocNet experiment (or reads the timings of a finished run) and writes ``results/benchmarks/locnet.json``: seconds per
 stage (ANN training, converted evaluation, hybrid fine-tuning, hybrid evaluation), the
 total against the 30-minute budget, and the machine.
 """
@@ -10,6 +11,7 @@ total against the 30-minute budget, and the machine.
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -31,9 +33,15 @@ def main(argv=None):
     add_data_argument(parser)
     parser.add_argument("--profile", default="paper", choices=sorted(locnet.PROFILES))
     parser.add_argument("--out", default="results/benchmarks/locnet.json")
+    parser.add_argument("--from-run", default=None, help="report the timings of this finished run")
     args = parser.parse_args(argv)
-    run_dir = Path("results/benchmarks/locnet_run")
-    locnet.run(locnet.PROFILES[args.profile], data_dir(args.data) / "caltech101", run_dir)
+    if args.from_run:
+        run_dir = Path(args.from_run)
+        args.profile = "paper" if json.loads((run_dir / "config.json").read_text()) == json.loads(
+            json.dumps(dataclasses.asdict(locnet.PROFILES["paper"]))) else "custom"
+    else:
+        run_dir = Path("results/benchmarks/locnet_run")
+        locnet.run(locnet.PROFILES[args.profile], data_dir(args.data) / "caltech101", run_dir)
     timings = json.loads((run_dir / "timings.json").read_text())
     print()
     for stage, seconds in timings.items():

@@ -22,7 +22,7 @@ writes each subject's predicted mask as NIfTI in the grid of its image
 (``OUT/masks/<subject>.nii.gz``); with labels it writes Table 2 as well.
 """
 
-import nengo_hybrid as nh  # noqa: I001  (first: it quiets TensorFlow)
+import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
 import argparse
 import contextlib
@@ -99,7 +99,7 @@ PROFILES = {
         max_subjects=28,
         test_fraction=4 / 28,
         filters=(4, 8, 8, 16),
-        ann=TrainSettings(learning_rate=1e-3, epochs=3, batch_size=32),
+        ann=TrainSettings(learning_rate=3e-3, epochs=6, batch_size=8),
         hybrid=TrainSettings(learning_rate=1e-3, epochs=2, batch_size=16, n_steps=40, patience=2,
                              validation_fraction=0.05),
         hybrid_examples=128,
@@ -110,6 +110,15 @@ PROFILES = {
         figure_slices=4,
     ),
 }
+
+
+def add_folder_arguments(parser):
+    """``--data DIR`` (the data directory or its ``msd_hippocampus`` folder), or
+    ``--images DIR`` with ``--labels DIR`` (two folders of NIfTI volumes paired by name)."""
+    add_data_argument(parser)
+    parser.add_argument("--images", default=None, help="a folder of NIfTI images (instead of --data)")
+    parser.add_argument("--labels", default=None, help="the folder of their labels, paired by name")
+    return parser
 
 
 def folders(args):
@@ -380,9 +389,7 @@ def main(argv=None):
     eval_parser.add_argument("--mask-model", choices=MODELS, default="hybrid",
                              help="whose masks are written as NIfTI (default: hybrid)")
     for p in (run_parser, eval_parser):
-        add_data_argument(p)
-        p.add_argument("--images", default=None, help="a folder of NIfTI images (instead of --data)")
-        p.add_argument("--labels", default=None, help="the folder of their labels, paired by name")
+        add_folder_arguments(p)
     args = parser.parse_args(argv)
 
     images, labels = folders(args)

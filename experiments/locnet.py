@@ -66,7 +66,7 @@ class LocNetConfig:
     max_zoom: float = 0.0
     # the paper stopped after 7 epochs; every epoch at 60 steps costs ~2-3 minutes here
     hybrid: TrainSettings = TrainSettings(
-        learning_rate=0.001, epochs=8, batch_size=32, n_steps=60, patience=2
+        learning_rate=0.001, epochs=8, batch_size=16, n_steps=60, patience=2
     )
     synapse: float = 0.005
     scale_firing_rates: Optional[float] = None

@@ -109,6 +109,8 @@ def training_curves(histories, path):
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.2), squeeze=False)
     for ax, (stage, history) in zip(axes[0], histories.items()):
         for key, values in history.items():
+            if history.get(f"{key[:-4]}output_loss" if key.endswith("loss") else None) == values:
+                continue  # a total with nothing but the task loss in it: drawn once
             if key in ("loss", "val_loss", "output_loss", "val_output_loss"):
                 label = {"loss": "total loss (task + rate regularisation)",
                          "val_loss": "validation total loss",
@@ -253,3 +255,19 @@ def mask_grid(images, truths, probabilities, path, scores=None, row_titles=None)
     if shown is not None:
         fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="probability")
     save_figure(fig, path)
+
+
+def write_benchmark(path, profile, timings, budget_s):
+    """Print seconds per stage (one row each) against a time budget and write them,
+    with the machine and versions, as JSON to ``path``; returns the record."""
+    import os
+
+    print()
+    for stage, seconds in timings.items():
+        print(f"{stage:>18}: {seconds:8.1f} s")
+    print(f"{'total / budget':>18}: {timings['total_s'] / budget_s:8.2f}")
+    record = {"profile": profile, "timings_s": timings, "budget_s": budget_s,
+              "fraction_of_budget": timings["total_s"] / budget_s,
+              "cpu_cores": os.cpu_count(), "machine": platform.platform(), "versions": versions()}
+    write_json(path, record)
+    return record

@@ -168,13 +168,10 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     train_idx = train_idx[: _batches(len(train_idx), settings.batch_size)]
 
     def data(index, rng=None):
-        # built per epoch from the chosen examples only: the inputs repeated over the
-        # timesteps are n_steps times the data set, so one copy at a time
         xs, ys = x[index], y[index]
         if rng is not None and augment is not None:
             xs, ys = augment(xs, ys, rng)
-        return (converted.inputs(xs, settings.n_steps),
-                converted.targets(ys, regularization, settings.n_steps))
+        return converted.dataset(sim, xs, ys, regularization, settings.n_steps)
 
     validation = data(val_idx) if n_val else None
 
@@ -198,7 +195,7 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     if n_val and state["epoch"] == 0:
         # the starting weights are the first candidate: fine-tuning that never beats
         # them on validation returns them, not its least bad epoch
-        scores = sim.evaluate(*validation, verbose=0)
+        scores = sim.evaluate(validation, verbose=0)
         stopper.consider({f"val_{key}": value for key, value in scores.items()}, epoch=-1)
 
     verbose = 1 if sys.stdout.isatty() else 2
@@ -208,7 +205,7 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         epoch_rng = np.random.RandomState(settings.seed + 1 + epoch)
         shuffled = epoch_rng.permutation(train_idx)
         sim.fit(
-            *data(shuffled, epoch_rng), epochs=epoch + 1,
+            data(shuffled, epoch_rng), epochs=epoch + 1,
             initial_epoch=epoch, shuffle=False, validation_data=validation,
             callbacks=[stopper, saver],
             verbose=verbose,

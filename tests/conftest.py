@@ -17,3 +17,16 @@ def data_root():
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def msd_root(data_root):
+    """The real Decathlon hippocampus folder under the data directory (skips, or fails
+    in CI, without it)."""
+    root = data_root / "msd_hippocampus"
+    if not root.is_dir():
+        message = f"no {root.resolve()} (run `make data`)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root

@@ -3,7 +3,6 @@ layouts, writing masks back), and one clear error per kind of bad input, from sm
 synthetic NIfTI files."""
 
 import dataclasses
-import os
 import shutil
 
 import nibabel as nib
@@ -23,17 +22,6 @@ from data_prep.hippocampus import (
     subjects,
     to_slices,
 )
-
-
-@pytest.fixture(scope="session")
-def msd_root(data_root):
-    root = data_root / "msd_hippocampus"
-    if not root.is_dir():
-        message = f"no {root.resolve()} (run `make data`)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return root
 
 
 @pytest.fixture(scope="module")

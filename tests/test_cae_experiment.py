@@ -1,0 +1,136 @@
+"""The CAE experiment end to end on real hippocampus volumes (quick profile): Table 2 with
+its floor, the saved subject split, the figures, and ``evaluate`` writing NIfTI masks in
+each input's own grid, with labels and without."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "cae.py"
+FIGURES = ["figure3_masks.png", "firing_rates.png", "training_curves.png", "dice_vs_timesteps.png"]
+MODELS = ["atlas", "ann", "converted", "hybrid"]
+DICE_KEYS = ["dice_2d", "dice_2d_std", "dice_2d_on_target", "dice_2d_on_target_std", "dice_3d", "dice_3d_std"]
+
+
+def cae(*args):
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def quick_run(msd_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cae") / "run"
+    # --data names the data directory here (the msd_hippocampus folder below it is found)
+    cae("run", "--profile", "quick", "--out", out, "--data", msd_root.parent)
+    return out
+
+
+def test_table2_has_the_floor_and_three_models(quick_run):
+    records = json.loads((quick_run / "table2.json").read_text())
+    assert [r["model"] for r in records] == MODELS
+    by = {r["model"]: r for r in records}
+    for r in records:
+        for key in DICE_KEYS:
+            assert math.isfinite(r[key]) and 0 <= r[key] <= 1, (r["model"], key, r[key])
+        for dim in ("2d", "3d", "2d_on_target"):
+            key = "dice_" + dim
+            assert r[f"gain_over_floor_{dim}"] == pytest.approx(r[key] - by["atlas"][key], abs=1e-12)
+    # the atlas ignores the image, yet overlaps the hippocampus of unseen subjects
+    assert by["atlas"]["dice_3d"] > 0.5 and by["atlas"]["gain_over_floor_3d"] == 0
+    assert by["atlas"]["firing_rate_hz"] is None and by["atlas"]["paper_dice"] is None
+    # the ANN has learned from the images: it beats the atlas of the same subjects
+    assert by["ann"]["dice_3d"] > by["atlas"]["dice_3d"]
+    assert by["ann"]["firing_rate_hz"] is None and by["ann"]["synaptic_ops"] is None
+    for name in ("converted", "hybrid"):
+        assert 0 < by[name]["firing_rate_hz"] < 1e4 and by[name]["synaptic_ops"] > 0
+        assert by[name]["energy_j_loihi"] > 0 and set(by[name]["layer_rates_hz"]) >= {"conv1", "up1", "refine"}
+        assert by[name]["ann_macs"] == by["ann"]["ann_macs"] > 0
+    # fine-tuning raised the converted SNN's Dice (read at the same timesteps)
+    assert by["hybrid"]["dice_2d"] > by["converted"]["dice_2d"]
+    assert by["hybrid"]["epochs"] >= 1
+    assert [by[m]["paper_dice"] for m in MODELS[1:]] == [0.8221, 0.4859, 0.7648]
+    assert by["converted"]["paper_firing_rate_hz"] == 708.2347
+    assert by["hybrid"]["diff_vs_paper"] == pytest.approx(by["hybrid"]["dice_2d"] - 0.7648)
+    md = (quick_run / "table2.md").read_text()
+    assert "| atlas |" in md and "floor" in md and "empty" in md
+    assert (quick_run / "table2.csv").read_text().splitlines()[0].startswith("model,dice_2d,")
+
+
+def test_run_writes_configuration_split_versions_timings_and_figures(quick_run, msd_root):
+    config = json.loads((quick_run / "config.json").read_text())
+    assert config["size"] == [40, 56, 40] and config["axis"] == 0 and config["seed"] == 0
+    assert config["scale_firing_rates"] == 1000 and config["synapse"] == 0.005
+    assert config["hybrid"]["n_steps"] == 40 and config["max_subjects"] == 28
+    split = json.loads((quick_run / "split.json").read_text())
+    assert split["size"] == [40, 56, 40] and split["axis"] == 0
+    assert len(split["train"]) == 24 and len(split["test"]) == 4
+    assert not set(split["train"]) & set(split["test"])  # no subject on both sides
+    on_disk = {p.name[: -len(".nii.gz")] for p in (msd_root / "imagesTr").glob("hippocampus_*.nii.gz")}
+    assert set(split["train"]) | set(split["test"]) <= on_disk
+    assert json.loads((quick_run / "versions.json").read_text())["nengo_dl"] == "3.6.0"
+    timings = json.loads((quick_run / "timings.json").read_text())
+    for stage in ("ann_s", "converted_eval_s", "hybrid_s", "hybrid_eval_s", "total_s"):
+        assert math.isfinite(timings[stage]) and timings[stage] > 0
+    atlas = np.load(quick_run / "atlas.npy")
+    assert atlas.shape == (40, 56, 40) and 0 <= atlas.min() and atlas.max() <= 1 and atlas.max() > 0.5
+    for name in ("ann.npz", "hybrid.npz"):
+        assert (quick_run / name).is_file()
+    for name in FIGURES:
+        assert (quick_run / name).stat().st_size > 5000, name
+
+
+def _copy_subjects(msd_root, ids, folder, labels=True):
+    (folder / "images").mkdir(parents=True)
+    if labels:
+        (folder / "labels").mkdir()
+    for i in ids:
+        shutil.copy(msd_root / "imagesTr" / f"{i}.nii.gz", folder / "images")
+        if labels:
+            shutil.copy(msd_root / "labelsTr" / f"{i}.nii.gz", folder / "labels")
+
+
+def test_evaluate_writes_nifti_masks_in_each_input_grid(quick_run, msd_root, tmp_path):
+    test_ids = json.loads((quick_run / "split.json").read_text())["test"][:2]
+    folder = tmp_path / "mine"
+    _copy_subjects(msd_root, test_ids, folder)
+    out = tmp_path / "evaluated"
+    cae("evaluate", "--checkpoint", quick_run, "--out", out,
+        "--images", folder / "images", "--labels", folder / "labels")
+    records = json.loads((out / "table2.json").read_text())
+    assert [r["model"] for r in records] == MODELS
+    assert all(math.isfinite(r["dice_3d"]) for r in records)
+    assert (out / "figure3_masks.png").is_file()
+    for i in test_ids:
+        image = nib.load(folder / "images" / f"{i}.nii.gz")
+        label = np.asanyarray(nib.load(folder / "labels" / f"{i}.nii.gz").dataobj) > 0
+        mask_img = nib.load(out / "masks" / f"{i}.nii.gz")
+        mask = np.asanyarray(mask_img.dataobj)
+        assert mask.shape == image.shape
+        np.testing.assert_allclose(mask_img.affine, image.affine, atol=1e-4)
+        assert set(np.unique(mask)) <= {0, 1} and mask.any()
+        # in the image's own grid the mask lies on the hippocampus: a mask left in the
+        # canonical orientation or off by the pad/crop would not
+        dice = 2 * (mask.astype(bool) & label).sum() / (mask.astype(bool).sum() + label.sum())
+        assert dice > 0.5, (i, dice)
+
+    # without labels: the same masks, no table
+    unlabelled = tmp_path / "unlabelled"
+    _copy_subjects(msd_root, test_ids, unlabelled, labels=False)
+    out2 = tmp_path / "evaluated_unlabelled"
+    cae("evaluate", "--checkpoint", quick_run, "--out", out2, "--images", unlabelled / "images")
+    assert not (out2 / "table2.json").exists()
+    written = json.loads((out2 / "evaluated.json").read_text())["masks"]
+    assert sorted(written) == sorted(test_ids)
+    for i in test_ids:
+        again = np.asanyarray(nib.load(out2 / "masks" / f"{i}.nii.gz").dataobj)
+        np.testing.assert_array_equal(again, np.asanyarray(nib.load(out / "masks" / f"{i}.nii.gz").dataobj))
