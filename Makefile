@@ -12,7 +12,7 @@ export NENGO_HYBRID_DATA := $(DATA_ABS)
 # the experiment profile: paper (the paper's protocol) or quick (minutes)
 PROFILE ?= paper
 
-.PHONY: setup data locnet test demo benchmark clean
+.PHONY: setup data locnet cae test demo benchmark clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ locnet: setup
 	@test -d "$(DATA_ABS)/caltech101" || $(MAKE) --no-print-directory data
 	$(PY) experiments/locnet.py run --profile $(PROFILE) --data "$(DATA_ABS)" $(ARGS)
 
+# Table 2 and Figure 3 of the paper (the CAE on MSD Task04 hippocampus slices) into
+# results/cae/ (PROFILE=quick: results/cae_quick/); fetches the data first if $(DATA) lacks it.
+cae: setup
+	@test -d "$(DATA_ABS)/msd_hippocampus" || $(MAKE) --no-print-directory data
+	$(PY) experiments/cae.py run --profile $(PROFILE) --data "$(DATA_ABS)" $(ARGS)
+
 # The whole suite: unit tests, tests on the real data, and every notebook.
 test: setup
 	@if [ ! -d "$(DATA_ABS)/caltech101" ]; then \
@@ -52,6 +58,7 @@ demo: setup
 benchmark: setup
 	$(PY) benchmarks/neurons.py --data "$(DATA_ABS)"
 	$(PY) benchmarks/locnet.py --data "$(DATA_ABS)"
+	$(PY) benchmarks/cae.py --data "$(DATA_ABS)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

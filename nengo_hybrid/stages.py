@@ -47,6 +47,9 @@ class TrainSettings:
         Part of the training examples held out for early stopping.
     seed : int
         Seeds the validation split and every epoch's shuffle.
+    examples_per_epoch : int or None
+        Train each epoch on this many of the (shuffled) training examples, a new draw
+        every epoch; None: all of them.  For stages whose full pass is too slow.
     monitor : str
         The validation quantity early stopping watches: by default the task loss alone
         (``val_output_loss``), since the total also holds the firing-rate terms; a
@@ -60,6 +63,7 @@ class TrainSettings:
     patience: Optional[int] = None
     validation_fraction: float = 0.1
     seed: int = 0
+    examples_per_epoch: Optional[int] = None
     monitor: str = "val_output_loss"
 
 
@@ -203,7 +207,8 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         epoch = state["epoch"]
         print(f"[{label}] epoch {epoch + 1}/{settings.epochs}", flush=True)
         epoch_rng = np.random.RandomState(settings.seed + 1 + epoch)
-        shuffled = epoch_rng.permutation(train_idx)
+        shuffled = epoch_rng.permutation(train_idx)[:settings.examples_per_epoch]
+        shuffled = shuffled[:_batches(len(shuffled), settings.batch_size)]
         sim.fit(
             data(shuffled, epoch_rng), epochs=epoch + 1,
             initial_epoch=epoch, shuffle=False, validation_data=validation,
@@ -258,7 +263,8 @@ def spiking_evaluation(model, config, params, x):
     ``config.steps_sweep``; firing rates are measured over ``config.eval_steps``.
 
     ``config`` needs ``synapse``, ``scale_firing_rates``, ``seed``, ``eval_steps``,
-    ``eval_window``, ``steps_sweep`` and ``eval_batch``.
+    ``eval_window``, ``steps_sweep`` and ``eval_batch``; an optional ``rate_examples``
+    measures the rates on the first that many examples only.
 
     Returns
     -------
@@ -283,9 +289,12 @@ def spiking_evaluation(model, config, params, x):
                 for t in marks:
                     windows[t].append(series[:, max(0, t - config.eval_window):t].mean(axis=1))
     sweep = {t: np.concatenate(parts) for t, parts in windows.items()}
+    # rates need every layer probed, a second and slower pass: on ``rate_examples``
+    # examples if the config names a number
+    rate_x = x[:getattr(config, "rate_examples", None)]
     with converted.simulator(minibatch_size=config.eval_batch, layer_probes=True) as sim:
         sim.load_params(params)
-        rates = converted.firing_rates(sim, x, config.eval_steps)
+        rates = converted.firing_rates(sim, rate_x, config.eval_steps)
     return {"outputs": sweep[config.eval_steps], "sweep": sweep, "rates": rates}
 
 

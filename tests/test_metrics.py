@@ -41,3 +41,16 @@ def test_last_timesteps_loss_ignores_the_transient():
     assert float(LastTimesteps("mse", 2)(y_true, y_pred)) == 0.0
     y_pred[:, -1] = 4.0  # window mean 2: squared error 1
     np.testing.assert_allclose(float(LastTimesteps("mse", 2)(y_true, y_pred)), 1.0)
+
+
+def test_transposed_convolutions_count_each_input_times_its_fan_out():
+    # keras-spiking 0.3 reads a Conv2DTranspose kernel as a Conv2D's and would count
+    # output size x kh x kw x C_out = 8*8*3 * 3*3*3 here
+    inp = tf.keras.Input((4, 4, 2))
+    up = tf.keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu", name="up")(inp)
+    out = tf.keras.layers.Conv2DTranspose(1, 3, padding="same", name="out")(up)
+    model = tf.keras.Model(inp, out)
+    ops = synaptic_operations(model, {"up": 10.0}, n_steps=1, dt=0.001, input_rate_hz=1000.0)
+    # every input element reaches kh * kw * C_out outputs
+    assert ops["ann_macs"] == 4 * 4 * 2 * 3 * 3 * 3 + 8 * 8 * 3 * 3 * 3 * 1
+    np.testing.assert_allclose(ops["layers"]["out"], 8 * 8 * 3 * 9 * 10.0 * 0.001)
