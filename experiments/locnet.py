@@ -224,7 +224,7 @@ def evaluate(checkpoint, root, out_dir):
     """Evaluate a trained run (its ``config.json`` and ``hybrid``/``ann`` parameters) on
     every airplane in ``root`` (any folder in the official layout)."""
     checkpoint = Path(checkpoint)
-    config = config_from_json(json.loads((checkpoint / "config.json").read_text()))
+    config = report.config_from_json(LocNetConfig, json.loads((checkpoint / "config.json").read_text()))
     floor_box = np.array(json.loads((checkpoint / "floor_box.json").read_text()))
     x, y, ids = load_airplanes(root, config.image_size, None, config.grey)
     model = make_model(config, x.shape[1:])
@@ -235,16 +235,6 @@ def evaluate(checkpoint, root, out_dir):
     write_report(out_dir, config, records, x, y, results, {})
     print((out_dir / "table1.md").read_text())
     return records
-
-
-def config_from_json(data):
-    data = dict(data)
-    for key in ("ann", "hybrid"):
-        data[key] = TrainSettings(**data[key])
-    for key, value in data.items():
-        if isinstance(value, list):
-            data[key] = tuple(value)
-    return LocNetConfig(**data)
 
 
 def main(argv=None):
