@@ -142,6 +142,7 @@ def run(config, root, out_dir, resume=False):
     floor_box = y_train.mean(axis=0)
     records = table(model, config, y_test, floor_box, results["outputs"], results["rates"])
     records[-1]["epochs"] = results["hybrid_epochs"]
+    records[-1]["best_epoch"] = results["hybrid_best_epoch"]
     timings = dict(results["timings"], total_s=time.time() - start_time)
     write_json(out_dir / "timings.json", timings)
     write_json(out_dir / "floor_box.json", floor_box)

@@ -327,8 +327,8 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     dict
         ``outputs`` {"ann", "converted", "hybrid": (n_test, d)}, ``sweeps``
         {"converted", "hybrid": {t: (n_test, d)}}, ``rates`` {"converted", "hybrid"},
-        ``histories`` {"ann", "hybrid"}, ``timings`` (seconds per stage) and
-        ``hybrid_epochs``.
+        ``histories`` {"ann", "hybrid"}, ``timings`` (seconds per stage),
+        ``hybrid_epochs`` and ``hybrid_best_epoch`` (0: the converted weights were kept).
     """
     out_dir = Path(out_dir)
     timings, histories = {}, {}
@@ -372,6 +372,8 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
         "histories": histories,
         "timings": timings,
         "hybrid_epochs": result["epochs"],
+        # 0: fine-tuning never beat the converted weights on validation; they were kept
+        "hybrid_best_epoch": result["best_epoch"],
     }
 
 
