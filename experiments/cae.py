@@ -24,7 +24,6 @@ writes each subject's predicted mask as NIfTI in the grid of its image
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -39,7 +38,7 @@ from data_prep.hippocampus import load_slices, msd_folders, save_mask, split_sub
 from nengo_hybrid import metrics, report
 from nengo_hybrid.losses import BCEDice
 from nengo_hybrid.models.cae import build_cae, mask_probabilities
-from nengo_hybrid.paths import add_data_argument, data_dir
+from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, resolve_run
 from nengo_hybrid.stages import TrainSettings, evaluate_stages, run_stages, write_json
 
 PAPER = {"ann": 0.8221, "converted": 0.4859, "hybrid": 0.7648}
@@ -360,16 +359,7 @@ def evaluate(checkpoint, images, labels, out_dir, mask_model="hybrid"):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="train and evaluate the three models")
-    run_parser.add_argument("--profile", choices=sorted(PROFILES), default="paper")
-    run_parser.add_argument("--seed", type=int, default=None)
-    run_parser.add_argument("--out", default=None, help="default: results/cae (quick: results/cae_quick)")
-    run_parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    eval_parser = sub.add_parser("evaluate", help="evaluate a trained run on a folder of volumes")
-    eval_parser.add_argument("--checkpoint", required=True, help="the output folder of a run")
-    eval_parser.add_argument("--out", default=None, help="default: CHECKPOINT/evaluate")
+    parser, run_parser, eval_parser = experiment_parser(__doc__, "cae", PROFILES)
     eval_parser.add_argument("--mask-model", choices=MODELS, default="hybrid",
                              help="whose masks are written as NIfTI (default: hybrid)")
     for p in (run_parser, eval_parser):
@@ -380,10 +370,7 @@ def main(argv=None):
     if args.command == "run":
         if labels is None:
             raise SystemExit("training needs labels: --labels DIR")
-        config = PROFILES[args.profile]
-        if args.seed is not None:
-            config = dataclasses.replace(config, seed=args.seed)
-        out = args.out or ("results/cae" if args.profile == "paper" else f"results/cae_{args.profile}")
+        config, out = resolve_run(args, "cae", PROFILES)
         run(config, images, labels, out, resume=args.resume)
     else:
         evaluate(args.checkpoint, images, labels, args.out or Path(args.checkpoint) / "evaluate",

@@ -13,7 +13,6 @@ a trained model on any folder in the official layout.
 
 import nengo_hybrid as nh  # noqa: I001  (first: it quiets TensorFlow)
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -29,7 +28,7 @@ from data_prep.caltech101 import image_ids, load_airplanes, split_ids
 from nengo_hybrid import metrics, report
 from nengo_hybrid.augment import BoxAugmentation
 from nengo_hybrid.models.locnet import build_locnet
-from nengo_hybrid.paths import add_data_argument, data_dir
+from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, resolve_run
 from nengo_hybrid.stages import TrainSettings, evaluate_stages, run_stages, write_json
 
 PAPER = {"ann": 0.8945, "converted": 0.7431, "hybrid": 0.8253}
@@ -239,18 +238,9 @@ def evaluate(checkpoint, root, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="train and evaluate the three models")
-    run_parser.add_argument("--profile", choices=sorted(PROFILES), default="paper")
-    run_parser.add_argument("--seed", type=int, default=None)
-    run_parser.add_argument("--out", default=None, help="default: results/locnet (quick: results/locnet_quick)")
-    run_parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    add_data_argument(run_parser)
-    eval_parser = sub.add_parser("evaluate", help="evaluate a trained run on a folder")
-    eval_parser.add_argument("--checkpoint", required=True, help="the output folder of a run")
-    eval_parser.add_argument("--out", default=None, help="default: CHECKPOINT/evaluate")
-    add_data_argument(eval_parser)
+    parser, run_parser, eval_parser = experiment_parser(__doc__, "locnet", PROFILES)
+    for sub_parser in (run_parser, eval_parser):
+        add_data_argument(sub_parser)
     args = parser.parse_args(argv)
 
     # --data names the data directory (holding caltech101/) or a Caltech-101 folder itself
@@ -258,10 +248,7 @@ def main(argv=None):
     if not (root / "101_ObjectCategories").exists():
         root = root / "caltech101"
     if args.command == "run":
-        config = PROFILES[args.profile]
-        if args.seed is not None:
-            config = dataclasses.replace(config, seed=args.seed)
-        out = args.out or ("results/locnet" if args.profile == "paper" else f"results/locnet_{args.profile}")
+        config, out = resolve_run(args, "locnet", PROFILES)
         run(config, root, out, resume=args.resume)
     else:
         evaluate(args.checkpoint, root, args.out or Path(args.checkpoint) / "evaluate")

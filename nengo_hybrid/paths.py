@@ -1,5 +1,8 @@
-"""Where the data lives: ``--data`` flag, else ``$NENGO_HYBRID_DATA``, else ``./data``."""
+"""Where the data lives (``--data`` flag, else ``$NENGO_HYBRID_DATA``, else ``./data``) and
+the command line the experiment scripts share."""
 
+import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -21,3 +24,32 @@ def add_data_argument(parser):
         help=f"data directory (default: ${DATA_ENV}, else ./data)",
     )
     return parser
+
+
+def experiment_parser(doc, name, profiles):
+    """The command line every experiment script shares: ``run`` (``--profile``,
+    ``--seed``, ``--out``, ``--resume``) and ``evaluate`` (``--checkpoint``, ``--out``).
+
+    Returns ``(parser, run_parser, evaluate_parser)`` for the script to add its data
+    arguments to; `resolve_run` turns parsed ``run`` arguments into a config and folder.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="train and evaluate the three models")
+    run_parser.add_argument("--profile", choices=sorted(profiles), default="paper")
+    run_parser.add_argument("--seed", type=int, default=None)
+    run_parser.add_argument("--out", default=None, help=f"default: results/{name} (quick: results/{name}_quick)")
+    run_parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    eval_parser = sub.add_parser("evaluate", help="evaluate a trained run on a folder")
+    eval_parser.add_argument("--checkpoint", required=True, help="the output folder of a run")
+    eval_parser.add_argument("--out", default=None, help="default: CHECKPOINT/evaluate")
+    return parser, run_parser, eval_parser
+
+
+def resolve_run(args, name, profiles):
+    """``(config, out_dir)`` of parsed ``run`` arguments: the profile, with ``--seed``."""
+    config = profiles[args.profile]
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    out = args.out or (f"results/{name}" if args.profile == "paper" else f"results/{name}_{args.profile}")
+    return config, out
