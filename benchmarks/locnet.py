@@ -11,10 +11,7 @@ total against the 30-minute budget, and the machine.
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
 import argparse
-import dataclasses
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -22,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import locnet  # noqa: E402
 
 from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
-from nengo_hybrid.report import versions  # noqa: E402
-from nengo_hybrid.stages import write_json  # noqa: E402
+from nengo_hybrid.report import write_benchmark  # noqa: E402
 
 BUDGET_S = 30 * 60
 
@@ -37,20 +33,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.from_run:
         run_dir = Path(args.from_run)
-        args.profile = "paper" if json.loads((run_dir / "config.json").read_text()) == json.loads(
-            json.dumps(dataclasses.asdict(locnet.PROFILES["paper"]))) else "custom"
+        args.profile = f"finished run {run_dir} (its config.json)"
     else:
         run_dir = Path("results/benchmarks/locnet_run")
         locnet.run(locnet.PROFILES[args.profile], data_dir(args.data) / "caltech101", run_dir)
     timings = json.loads((run_dir / "timings.json").read_text())
-    print()
-    for stage, seconds in timings.items():
-        print(f"{stage:>18}: {seconds:8.1f} s")
-    print(f"{'total / budget':>18}: {timings['total_s'] / BUDGET_S:8.2f}")
-    write_json(args.out, {"profile": args.profile, "timings_s": timings, "budget_s": BUDGET_S,
-                          "fraction_of_budget": timings["total_s"] / BUDGET_S,
-                          "cpu_cores": os.cpu_count(), "machine": platform.platform(),
-                          "versions": versions()})
+    write_benchmark(args.out, args.profile, timings, BUDGET_S)
 
 
 if __name__ == "__main__":

@@ -157,7 +157,6 @@ def table(model, config, y_test, floor_box, predictions, rates):
     records = [{"model": "mean_box", "iou": float(floor_iou.mean()), "gain_over_floor": 0.0,
                 "frac_iou_ge_0.9": float((floor_iou >= 0.9).mean()), "firing_rate_hz": None,
                 "synaptic_ops": None, "paper_iou": None, "diff_vs_paper": None}]
-    n_neurons = None
     for name, boxes in predictions.items():
         iou = metrics.box_iou(boxes, y_test)
         record = {"model": name, "iou": float(iou.mean()),
@@ -165,22 +164,9 @@ def table(model, config, y_test, floor_box, predictions, rates):
                   "frac_iou_ge_0.9": float((iou >= 0.9).mean()),
                   "paper_iou": PAPER[name], "diff_vs_paper": float(iou.mean() - PAPER[name]),
                   "paper_firing_rate_hz": PAPER_RATES[name]}
-        if name in rates:
-            ops = metrics.synaptic_operations(model, rates[name]["layers"], config.eval_steps)
-            n_neurons = sum(rates[name]["neurons"].values())
-            energy = metrics.energy_per_inference(ops["synaptic_ops"], ops["ann_macs"], n_neurons, config.eval_steps)
-            record.update(firing_rate_hz=rates[name]["network"], synaptic_ops=ops["synaptic_ops"],
-                          ann_macs=ops["ann_macs"], energy_j_loihi=energy["snn_loihi_j"],
-                          layer_rates_hz=rates[name]["layers"])
-        else:
-            ops = metrics.synaptic_operations(model, {}, 1)
-            record.update(firing_rate_hz=None, synaptic_ops=None, ann_macs=ops["ann_macs"])
+        record.update(report.activity_columns(model, rates, name, config.eval_steps))
         records.append(record)
-    for record in records[1:]:
-        if n_neurons is not None:
-            record["energy_j_ann_gpu"] = metrics.energy_per_inference(0, record["ann_macs"], n_neurons, 1)["ann_gpu_j"]
     return records
-
 
 CAPTION = """\
 Mean IoU on the seeded {test_n}-image test split. `mean_box` is the floor: the training split's
