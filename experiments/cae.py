@@ -172,7 +172,7 @@ def run(config, images, labels, out_dir, resume=False):
     load_s = time.time() - start_time
     print(f"{len(train.subjects)} training subjects ({len(train)} slices), {len(test.subjects)} test "
           f"subjects ({len(test)} slices) of {train.images.shape[1:3]}", flush=True)
-    write_json(out_dir / "config.json", dataclasses.asdict(config))
+    nengo_hybrid.stages.write_run_config(out_dir, dataclasses.asdict(config), resume)
     write_json(out_dir / "split.json", {
         "seed": config.seed, "size": config.size, "axis": config.axis,
         "images": str(images), "labels": str(labels),

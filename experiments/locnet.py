@@ -130,7 +130,7 @@ def run(config, root, out_dir, resume=False):
     tf.config.experimental.enable_op_determinism()
     (x_train, y_train, train_ids), (x_test, y_test, test_ids) = load_split(config, root)
     print(f"{len(x_train)} training and {len(x_test)} test airplanes of {x_train.shape[1:]}", flush=True)
-    write_json(out_dir / "config.json", dataclasses.asdict(config))
+    nh.stages.write_run_config(out_dir, dataclasses.asdict(config), resume)
     write_json(out_dir / "split.json", {"seed": config.seed, "train": train_ids, "test": test_ids})
     write_json(out_dir / "versions.json", report.versions())
 

@@ -1,8 +1,11 @@
 """nengo-hybrid: hybrid ANN-to-SNN training in NengoDL.
 
 Spiking neurons that spike on the forward pass and use the rate gradient on the
-backward pass (`HybridSoftLIF`, `HybridSpikingRectifiedLinear`), and one call that
-converts a Keras model into a NengoDL network of any neuron family (`convert`).
+backward pass (`HybridSoftLIF`, `HybridSpikingRectifiedLinear`), integrate-and-fire
+neurons trained through time with a surrogate gradient (`IntegrateAndFire`), input
+coding over timesteps (`encoding`), per-layer threshold balancing (`balancing`), and
+one call that converts a Keras model into a NengoDL network of any neuron family
+(`convert`).
 """
 
 import os
@@ -45,14 +48,18 @@ from nengo_hybrid.activations import SoftLIF  # noqa: E402
 from nengo_hybrid.families import (  # noqa: E402
     FAMILIES,
     ConversionError,
-    ConvertedNetwork,
     NeuronFamily,
     convert,
     get_family,
     register_family,
-    transfer_weights,
 )
-from nengo_hybrid.neurons import HybridSoftLIF, HybridSpikingRectifiedLinear  # noqa: E402
+from nengo_hybrid.neurons import (  # noqa: E402
+    HybridSoftLIF,
+    HybridSpikingRectifiedLinear,
+    IntegrateAndFire,
+)
+from nengo_hybrid.runtime import ConvertedNetwork, transfer_weights  # noqa: E402
+from nengo_hybrid import encoding  # noqa: E402, F401
 from nengo_hybrid.regularization import FiringRateLoss, RateRegularization  # noqa: E402
 from nengo_hybrid import simulation  # noqa: E402, F401
 

@@ -89,16 +89,33 @@ def _conv_transpose_stats(node):
             "neurons": 0 if linear else output_size, "spiking": linear}
 
 
+def _no_synapse_stats(node):
+    """A layer that only routes spikes (``Concatenate``): no synapses, no neurons."""
+    return {}
+
+
 def layer_connections(model):
     """Synapses into each Keras layer (keras-spiking's ``ModelEnergy`` counts, with
     `_conv_transpose_stats` for ``Conv2DTranspose``), by layer name, in model order;
-    layers without synapses are left out."""
+    layers without synapses are left out.
+
+    Raises
+    ------
+    ValueError
+        If a layer is called more than once in ``model`` (a shared layer): keras-spiking
+        adds up the synapses of all its calls, which have different inputs.
+    """
     import keras_spiking
     import tensorflow as tf
 
+    _layer_graph(model)  # for the shared-layer check
     computers = keras_spiking.ModelEnergy.layer_stats_computers
     if tf.keras.layers.Conv2DTranspose not in computers:
         keras_spiking.ModelEnergy.register_layer(tf.keras.layers.Conv2DTranspose)(_conv_transpose_stats)
+    # keras-spiking 0.3 knows Concatenate has no synapses but warns that it cannot
+    # count it; a U-Net has one per decoder level
+    if tf.keras.layers.Concatenate not in computers:
+        keras_spiking.ModelEnergy.register_layer(tf.keras.layers.Concatenate)(_no_synapse_stats)
     energy = keras_spiking.ModelEnergy(model)
     return {
         layer.name: int(energy.layer_stats[layer]["connections"])
@@ -107,33 +124,176 @@ def layer_connections(model):
     }
 
 
+def _layer_graph(model):
+    """Every layer of ``model``'s functional graph with what feeds it, inputs first:
+    ``{name: (layer, [(inbound_layer, elements), ...])}``, ``elements`` being the size
+    of that inbound tensor per example; an input layer has no inbound.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` has no functional graph, if a layer is called more than once in
+        it (a shared layer) or if an inbound tensor's size is unknown.
+    """
+    nodes_by_depth = getattr(model, "_nodes_by_depth", None)
+    if not nodes_by_depth:
+        raise ValueError(
+            f"model {model.name!r} has no functional graph: build it on tf.keras.Input "
+            f"(a functional model, or a Sequential model starting with an Input)"
+        )
+    graph = {}
+    # a node's inputs come from deeper nodes (depth counts from the outputs), so
+    # deepest first visits every layer after the layers feeding it
+    for depth in sorted(nodes_by_depth, reverse=True):
+        for node in nodes_by_depth[depth]:
+            layer = node.layer
+            if layer.name in graph:
+                raise ValueError(
+                    f"layer {layer.name!r} is called more than once in model "
+                    f"{model.name!r}: shared layers are not supported (each call has "
+                    f"its own inputs and rates)"
+                )
+            inbound = []
+            for source, _, _, tensor in node.iterate_inbound():
+                shape = tuple(tensor.shape[1:])
+                if any(d is None for d in shape):
+                    raise ValueError(
+                        f"the input of layer {layer.name!r} from {source.name!r} has "
+                        f"shape {shape}: synaptic operations need fixed sizes"
+                    )
+                inbound.append((source, int(np.prod(shape, dtype=np.int64))))
+            graph[layer.name] = (layer, inbound)
+    return graph
+
+
+def _sums_its_inputs(layer):
+    """Whether each output element of ``layer`` is the sum (or difference) of one element
+    of each input, so that every input's spikes reach it."""
+    import tensorflow as tf
+
+    return isinstance(layer, (tf.keras.layers.Add, tf.keras.layers.Subtract))
+
+
+def input_spike_rate_hz(x, dt=0.001):
+    r"""Spike rate (Hz) of inputs ``x`` under Poisson rate coding.
+
+    Each input element :math:`x_i` emits, every timestep, a spike of sign
+    :math:`\operatorname{sign}(x_i)` with probability :math:`|x_i|` (so
+    :math:`|x_i| \le 1`), i.e. :math:`|x_i| / dt` spikes per second; over all the
+    elements (and examples) of ``x`` the input's rate is
+
+    .. math:: r_\mathrm{in} = \frac{\overline{|x|}}{dt},
+
+    the expected value of the measured rate.  Pass it as ``input_rate_hz`` of
+    `synaptic_operations`: the first layer's expected synaptic operations are then
+    :math:`C_1 \, \overline{|x|} \, T`.
+
+    Parameters
+    ----------
+    x : array_like
+        The inputs, any shape, values in :math:`[-1, 1]`.
+    dt : float
+        Timestep in seconds.
+
+    Returns
+    -------
+    float
+        :math:`\overline{|x|} / dt`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is empty or any :math:`|x_i| > 1` (not a spike probability).
+    """
+    magnitude = np.abs(np.asarray(x, dtype=np.float64))
+    if magnitude.size == 0:
+        raise ValueError("x is empty: no rate")
+    if magnitude.max() > 1:
+        raise ValueError(
+            f"max |x| = {magnitude.max():g} > 1: Poisson rate coding needs |x| <= 1 "
+            f"(a spike probability per timestep); scale the inputs first"
+        )
+    return float(magnitude.mean() / dt)
+
+
 def synaptic_operations(model, layer_rates_hz, n_steps, dt=0.001, input_rate_hz=None):
     r"""Synaptic operations per inference of the spiking network, and the ANN's MACs.
 
-    Every spike of a layer's neurons drives the synapses of the next layer:
+    Every spike reaching a layer drives that layer's synapses.  Following the model's
+    functional graph (skip connections, ``Concatenate``, ``Add``...), layer :math:`l`
+    with :math:`C_l` synapses (keras-spiking's ``ModelEnergy`` counts, see
+    `layer_connections`) fed by the tensors :math:`i` of :math:`s_i` elements each
+    (per example) costs
 
-    .. math:: \mathrm{SynOps} = \sum_l C_l \, r_{l-1} \, dt \, T
+    .. math:: \mathrm{SynOps}_l = C_l \, dt \, T \sum_i \frac{s_i}{\sum_j s_j}
+              \, \rho_i, \qquad \mathrm{SynOps} = \sum_l \mathrm{SynOps}_l
 
-    with :math:`C_l` the synapses into layer :math:`l` (keras-spiking's ``ModelEnergy``
-    counts), :math:`r_{l-1}` the average rate of the layer feeding it (measured in the
-    NengoDL simulation), and :math:`T` timesteps.  The input layer is not spiking: its
-    real values reach the first layer every timestep (rate :math:`1/dt`) unless
-    ``input_rate_hz`` says otherwise.  The ANN computes every synapse once:
-    :math:`\mathrm{MACs} = \sum_l C_l`.
+    for :math:`T` timesteps: each input element has the same share of the synapses
+    (true of a convolution's channels and a dense layer's units), so inbound
+    :math:`i` drives the fraction :math:`s_i / \sum_j s_j` of them.  The rate
+    :math:`\rho_k` a layer :math:`k` sends on is
+
+    - its neurons' measured average rate (``layer_rates_hz``) if its output is neurons;
+    - for an input layer, ``input_rate_hz`` if given, else :math:`1/dt`: its real
+      values reach the next layer every timestep.  Under Poisson rate coding (each
+      input element emits a :math:`\pm 1` spike per timestep with probability
+      :math:`|x|`) pass ``input_rate_hz=np.mean(np.abs(x)) / dt``, i.e.
+      `input_spike_rate_hz` ``(x, dt)``;
+    - for ``Add`` and ``Subtract``, :math:`\sum_i \rho_i`: each output element
+      receives the spikes of one element of every input (keras-spiking's rate of a
+      tensor, the mean of :math:`|x|`, adds the same way for sparse spikes);
+    - for any other layer (``Flatten``, pooling, ``Concatenate``, ``Dropout``,
+      ``Reshape``, a linear ``Dense``/``Conv`` without neurons...) the size-weighted
+      mean :math:`\sum_i s_i \rho_i / \sum_j s_j` of what it receives.
+
+    For a chain (one inbound per layer) this is :math:`C_l \, r_{l-1} \, dt \, T`,
+    :math:`r_{l-1}` the rate of the nearest neuron layer (or input) before :math:`l`.
+    The ANN computes every synapse once: :math:`\mathrm{MACs} = \sum_l C_l`.
+
+    Parameters
+    ----------
+    model : tf.keras.Model
+        A functional (or ``Input``-built Sequential) model, each layer called once.
+    layer_rates_hz : dict of {str: float}
+        Average rate (Hz) of each layer whose output is neurons, by layer name.
+    n_steps : int
+        Timesteps :math:`T` per inference.
+    dt : float
+        Timestep in seconds.
+    input_rate_hz : float, optional
+        Rate of the input layer(s); :math:`1/dt` if None.
 
     Returns
     -------
     dict
         ``{"synaptic_ops": float, "ann_macs": int, "layers": {name: synops}}``.
+
+    Raises
+    ------
+    ValueError
+        If ``layer_rates_hz`` names a layer not in ``model``, or as `_layer_graph`.
     """
+    graph = _layer_graph(model)
+    unknown = sorted(set(layer_rates_hz) - set(graph))
+    if unknown:
+        raise ValueError(f"layer_rates_hz names layers not in model {model.name!r}: {unknown}")
     connections = layer_connections(model)
-    rates = {}
-    previous = 1.0 / dt if input_rate_hz is None else input_rate_hz
-    for layer in model.layers[1:]:
-        rates[layer.name] = previous  # the rate of this layer's input
-        if layer.name in layer_rates_hz:
-            previous = layer_rates_hz[layer.name]
-    per_layer = {name: c * rates[name] * dt * n_steps for name, c in connections.items()}
+    received = {}  # size-weighted mean rate of each layer's inputs
+    sent = {}  # the rate each layer passes on
+    for name, (layer, inbound) in graph.items():
+        if not inbound:
+            sent[name] = 1.0 / dt if input_rate_hz is None else float(input_rate_hz)
+            continue
+        sizes = np.array([size for _, size in inbound], dtype=np.float64)
+        rates = np.array([sent[source.name] for source, _ in inbound], dtype=np.float64)
+        received[name] = float(sizes @ rates / sizes.sum())
+        if name in layer_rates_hz:
+            sent[name] = float(layer_rates_hz[name])
+        elif _sums_its_inputs(layer):
+            sent[name] = float(rates.sum())
+        else:
+            sent[name] = received[name]
+    per_layer = {name: c * received[name] * dt * n_steps for name, c in connections.items()}
     return {
         "synaptic_ops": float(sum(per_layer.values())),
         "ann_macs": int(sum(connections.values())),

@@ -18,6 +18,7 @@ import tensorflow as tf
 from nengo.params import NumberParam
 from tensorflow.python.framework import smart_cond
 from nengo_dl.neuron_builders import (
+    TFNeuronBuilder,
     LIFBuilder,
     SimNeuronsBuilder,
     SpikingRectifiedLinearBuilder,
@@ -215,3 +216,123 @@ SimNeuronsBuilder.TF_NEURON_IMPL[HybridSoftLIF] = HybridSoftLIFBuilder
 SimNeuronsBuilder.TF_NEURON_IMPL[HybridSpikingRectifiedLinear] = (
     HybridSpikingRectifiedLinearBuilder
 )
+
+
+class IntegrateAndFire(nengo.neurons.NeuronType):
+    r"""Integrate-and-fire neuron: no leak, reset by subtraction, trained through time.
+
+    Every timestep the membrane potential integrates the input current whatever its
+    sign (a negative current lowers it: ternary input spikes rely on that), fires at
+    most one spike when it reaches the threshold :math:`v`, and subtracts the
+    threshold (no charge is lost):
+
+    .. math:: u' = u_{t-1} + J_t\,dt, \qquad o_t = H(u' - v), \qquad
+              u_t = u' - v\,o_t, \qquad \text{output}_t = o_t\,A / dt
+
+    (:math:`A` the ``amplitude``; a spike of height :math:`A/dt` is NengoDL's spike
+    convention).  Below one spike per step the mean output is :math:`A J / v`; above
+    it the neuron saturates at :math:`A / dt`.
+
+    In training (`IntegrateAndFireBuilder`) the forward pass is the same step, and
+    the backward pass replaces :math:`dH/du` by the linear surrogate of Bellec et al.
+    (2018) on the threshold-normalised potential :math:`u/v`,
+
+    .. math:: \frac{\partial o_t}{\partial (u'/v)} = \gamma\,
+              \max\!\left(0,\ 1 - \frac{|u' - v|}{v}\right),
+
+    i.e. :math:`\partial o_t / \partial u' = (\gamma / v) \max(0, 1 - |u' - v|/v)`:
+    exactly :math:`\gamma \max(\cdot)` at :math:`v = 1`, and for other thresholds the
+    same gradient per unit of input relative to the threshold (a layer whose inputs
+    and threshold are scaled together spikes identically and learns identically).
+    The gradient flows back through the membrane from each timestep to the earlier
+    ones (backpropagation through time); the reset term :math:`v\,o_t` is treated as
+    a constant there, as in snnTorch and Zenke & Vogels (2021), so the membrane's own
+    gradient path is the identity.
+
+    Parameters
+    ----------
+    threshold : float
+        Firing threshold :math:`v` of the membrane potential (units of current x
+        seconds).  `nengo_hybrid.balancing` sets one per layer.
+    amplitude : float
+        Scaling of the output spikes (:math:`A`).
+    surrogate_scale : float
+        :math:`\gamma` of the surrogate gradient (Bellec et al. 2018 use 0.3).
+    initial_state : {str: Distribution or array_like}
+        The membrane starts at 0 unless given here (``{"voltage": ...}``).
+    """
+
+    state = {"voltage": nengo.dists.Choice([0])}
+    spiking = True
+
+    threshold = NumberParam("threshold", low=0, low_open=True)
+    amplitude = NumberParam("amplitude", low=0, low_open=True)
+    surrogate_scale = NumberParam("surrogate_scale", low=0)
+
+    def __init__(self, threshold=1.0, amplitude=1.0, surrogate_scale=0.3, initial_state=None):
+        super().__init__(initial_state=initial_state)
+        self.threshold = threshold
+        self.amplitude = amplitude
+        self.surrogate_scale = surrogate_scale
+
+    def rates(self, x, gain, bias):
+        """The mean output :math:`A \\max(J, 0) / v` (Hz times ``amplitude``) below one
+        spike per timestep (nengo calls this without a ``dt``, so without saturation)."""
+        J = self.current(x, gain, bias)
+        return self.amplitude * np.maximum(J, 0) / self.threshold
+
+    def step(self, dt, J, output, voltage):
+        """One timestep in numpy (nengo's reference simulator)."""
+        voltage += J * dt
+        spiked = voltage >= self.threshold
+        output[:] = spiked * (self.amplitude / dt)
+        voltage -= spiked * self.threshold
+
+
+def heaviside_with_surrogate(over_threshold, threshold, surrogate_scale):
+    r"""The spike :math:`H(u' - v)` as a float, whose derivative with respect to
+    ``over_threshold`` :math:`= u' - v` is Bellec et al.'s linear surrogate
+    :math:`(\gamma / v) \max(0, 1 - |u' - v| / v)`."""
+
+    @tf.custom_gradient
+    def spike(x):
+        def grad(upstream):
+            return upstream * (surrogate_scale / threshold) * tf.nn.relu(
+                1 - tf.abs(x) / threshold
+            )
+
+        return tf.cast(x >= 0, x.dtype), grad
+
+    return spike(over_threshold)
+
+
+class IntegrateAndFireBuilder(TFNeuronBuilder):
+    """Builds `.IntegrateAndFire`: one step for inference and training alike.
+
+    NengoDL's spiking builders (``spiking = True``) hold the neuron state constant in
+    training and output a rate instead.  Here ``spiking`` is off, so NengoDL runs
+    `step` in both modes and leaves the state update differentiable: the spikes carry
+    the surrogate gradient (`heaviside_with_surrogate`) and the membrane carries it
+    from each timestep back to the earlier ones.  In inference the custom gradient is
+    never evaluated; the forward values are the same.
+    """
+
+    spiking = False
+
+    def build_pre(self, signals, config):
+        super().build_pre(signals, config)
+        ops = [op.neurons for op in self.ops]
+        sizes = [op.J.shape[0] for op in self.ops]
+        self.threshold = signals.op_constant(ops, sizes, "threshold", signals.dtype)
+        self.surrogate_scale = signals.op_constant(ops, sizes, "surrogate_scale", signals.dtype)
+
+    def step(self, J, dt, voltage):
+        voltage = voltage + J * dt
+        spikes = heaviside_with_surrogate(voltage - self.threshold, self.threshold,
+                                          self.surrogate_scale)
+        # reset by subtraction; the reset is a constant for the gradient
+        voltage = voltage - self.threshold * tf.stop_gradient(spikes)
+        return spikes * self.alpha, voltage
+
+
+SimNeuronsBuilder.TF_NEURON_IMPL[IntegrateAndFire] = IntegrateAndFireBuilder

@@ -47,9 +47,18 @@ def experiment_parser(doc, name, profiles):
 
 
 def resolve_run(args, name, profiles):
-    """``(config, out_dir)`` of parsed ``run`` arguments: the profile, with ``--seed``."""
+    """``(config, out_dir)`` of parsed ``run`` arguments: the profile, with ``--seed``.
+
+    ``--seed N`` sets ``seed=N`` on the config and on every `TrainSettings` field of it,
+    so that a second seed also draws other validation splits and epoch shuffles.
+    """
+    from nengo_hybrid.stages import TrainSettings  # the module's one use of the stages
+
     config = profiles[args.profile]
     if args.seed is not None:
-        config = dataclasses.replace(config, seed=args.seed)
+        stages = {field.name: dataclasses.replace(getattr(config, field.name), seed=args.seed)
+                  for field in dataclasses.fields(config)
+                  if isinstance(getattr(config, field.name), TrainSettings)}
+        config = dataclasses.replace(config, seed=args.seed, **stages)
     out = args.out or (f"results/{name}" if args.profile == "paper" else f"results/{name}_{args.profile}")
     return config, out

@@ -195,17 +195,20 @@ def config_from_json(cls, data):
     return cls(**values)
 
 
-def activity_columns(model, rates, name, n_steps):
+def activity_columns(model, rates, name, n_steps, input_rate_hz=None):
     """A table row's activity and cost columns for model ``name``.
 
     ``rates`` maps the spiking models' names to their measured rates
     (`ConvertedNetwork.firing_rates`); a model not in it (the ANN) has no rate and no
     synaptic operations.  Every row gets the ANN's MACs and, when any spiking model was
-    measured (for its neuron count), what the ANN costs on a GPU.
+    measured (for its neuron count), what the ANN costs on a GPU.  ``input_rate_hz``
+    is the input's rate for `metrics.synaptic_operations` (None: real values every
+    timestep; Poisson-coded inputs: `metrics.input_spike_rate_hz`).
     """
     from nengo_hybrid import metrics
 
-    ops = metrics.synaptic_operations(model, rates[name]["layers"] if name in rates else {}, n_steps)
+    ops = metrics.synaptic_operations(model, rates[name]["layers"] if name in rates else {}, n_steps,
+                                      input_rate_hz=input_rate_hz)
     columns = {"firing_rate_hz": None, "synaptic_ops": None, "ann_macs": ops["ann_macs"]}
     n_neurons = sum(next(iter(rates.values()))["neurons"].values()) if rates else None
     if name in rates:

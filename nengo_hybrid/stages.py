@@ -44,7 +44,8 @@ class TrainSettings:
         Early stopping: stop after this many epochs without a better validation loss
         and keep the best weights.  None trains all ``epochs``.
     validation_fraction : float
-        Part of the training examples held out for early stopping.
+        Part of the training examples held out for early stopping (whole groups of
+        examples if `train` is given groups; see `validation_split`).
     seed : int
         Seeds the validation split and every epoch's shuffle.
     examples_per_epoch : int or None
@@ -129,7 +130,7 @@ def _restore(sim, optimizer_checkpoint, folder):
 
 def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
           regularization: Optional[RateRegularization] = None, augment=None, resume=False,
-          label="train"):
+          label="train", groups=None):
     """Train ``sim`` (built from ``converted``) on ``x``, ``y`` with checkpoints.
 
     Parameters
@@ -151,25 +152,44 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         (e.g. `nengo_hybrid.augment.BoxAugmentation`) from a generator seeded by the
         epoch, so a resumed run sees the same examples; validation is never augmented.
     resume : bool
-        Continue from the last checkpoint in ``run_dir`` if there is one.
+        Continue from the last checkpoint in ``run_dir`` if there is one.  A checkpoint
+        trained with other ``settings`` (or another validation split) is refused with
+        `ResumeMismatch`.
     label : str
         Name shown in the progress lines.
+    groups : array_like, optional
+        One id per example (e.g. the subject of each slice): early stopping then holds
+        out whole groups (see `validation_split`), so that no group is on both sides.
 
     Returns
     -------
     dict
-        The training history (per-epoch losses) and the epoch training stopped at.
+        The training history (per-epoch losses) and the epoch training stopped at; with
+        ``groups`` also ``validation_groups``, the held-out ids as str.
     """
     run_dir = Path(run_dir)
-    rng = np.random.RandomState(settings.seed)
-    order = rng.permutation(len(x))
-    n_val = 0
-    if settings.patience:
-        # whole minibatches, at least one
-        batches = max(1, int(round(settings.validation_fraction * len(x) / settings.batch_size)))
-        n_val = batches * settings.batch_size
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    train_idx = train_idx[: _batches(len(train_idx), settings.batch_size)]
+    val_idx, train_idx = validation_split(len(x), settings, groups)
+    n_val = len(val_idx)
+
+    state = {"epoch": 0, "history": {}, "best": None, "wait": 0, "settings": asdict(settings)}
+    if groups is not None:
+        state["validation_groups"] = sorted({str(g) for g in np.asarray(groups)[val_idx]})
+    state_path = run_dir / "state.json"
+    resuming = resume and state_path.exists()
+    if resuming:
+        saved = json.loads(state_path.read_text())
+        # refused before anything is restored or trained: continuing one run's
+        # optimizer and early-stopping state under other settings (or validating on
+        # other examples) would give numbers that belong to no configuration
+        differences = _differences(
+            {"settings": saved["settings"], "validation_groups": saved.get("validation_groups")},
+            {"settings": state["settings"], "validation_groups": state.get("validation_groups")})
+        if differences:
+            raise ResumeMismatch(
+                f"cannot resume {run_dir}: its checkpoint was trained differently "
+                f"({_describe(differences)}); run without --resume to start over, or "
+                f"with the original settings")
+        state = saved
 
     def data(index, rng=None):
         xs, ys = x[index], y[index]
@@ -185,10 +205,7 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     optimizer.build(sim.keras_model.trainable_variables)
     optimizer_checkpoint = tf.train.Checkpoint(optimizer=optimizer)
 
-    state = {"epoch": 0, "history": {}, "best": None, "wait": 0, "settings": asdict(settings)}
-    state_path = run_dir / "state.json"
-    if resume and state_path.exists():
-        state = json.loads(state_path.read_text())
+    if resuming:
         _restore(sim, optimizer_checkpoint, run_dir / state["checkpoint"])
         print(f"[{label}] resumed after epoch {state['epoch']}", flush=True)
     elif run_dir.exists():
@@ -217,7 +234,125 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         )
     if settings.patience and (run_dir / "best.npz").exists():
         sim.load_params(run_dir / "best")  # restore the best epoch's weights
-    return {"history": state["history"], "epochs": state["epoch"], "best_epoch": state.get("best_epoch")}
+    result = {"history": state["history"], "epochs": state["epoch"], "best_epoch": state.get("best_epoch")}
+    if groups is not None:
+        result["validation_groups"] = state["validation_groups"]
+    return result
+
+
+def validation_split(n, settings: TrainSettings, groups=None):
+    """The examples early stopping validates on and the ones training uses.
+
+    Without ``groups``: a seeded random ``validation_fraction`` of the ``n`` examples,
+    rounded to whole minibatches.  With ``groups`` (one id per example): whole groups
+    in a seeded random order until at least ``validation_fraction`` of the examples
+    (and at least one minibatch) are held out, then cut to whole minibatches; the
+    examples cut are used by neither side, since training on them would put their
+    group on both.  No validation without ``settings.patience``.
+
+    Parameters
+    ----------
+    n : int
+        Number of examples.
+    settings : TrainSettings
+        ``patience``, ``validation_fraction``, ``batch_size`` and ``seed`` are used.
+    groups : array_like, optional
+        ``n`` group ids.
+
+    Returns
+    -------
+    val_idx, train_idx : ndarray
+        Example indices, each a whole number of minibatches (``val_idx`` may be empty).
+    """
+    batch_size = settings.batch_size
+    rng = np.random.RandomState(settings.seed)
+    if groups is None or not settings.patience:
+        # the split of runs made before groups existed: their results stay reproducible
+        order = rng.permutation(n)
+        n_val = 0
+        if settings.patience:
+            # whole minibatches, at least one
+            batches = max(1, int(round(settings.validation_fraction * n / batch_size)))
+            n_val = batches * batch_size
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        return val_idx, train_idx[:_batches(len(train_idx), batch_size)]
+
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups needs one id per example ({n}), not shape {groups.shape}")
+    names = np.unique(groups)
+    wanted = max(settings.validation_fraction * n, batch_size)
+    held_out = np.zeros(n, dtype=bool)
+    for name in names[rng.permutation(len(names))]:
+        if held_out.sum() >= wanted:
+            break
+        held_out |= groups == name
+    if held_out.sum() < wanted or held_out.all():
+        raise ValueError(f"cannot hold out {settings.validation_fraction:.0%} of {n} examples "
+                         f"(at least a minibatch of {batch_size}) as whole groups and keep "
+                         f"some for training: {len(names)} groups")
+    # shuffled before cutting, so the examples lost to whole minibatches are a random few
+    val_idx = rng.permutation(np.flatnonzero(held_out))
+    train_idx = rng.permutation(np.flatnonzero(~held_out))
+    return (val_idx[:_batches(len(val_idx), batch_size)],
+            train_idx[:_batches(len(train_idx), batch_size)])
+
+
+class ResumeMismatch(ValueError):
+    """A run asked to resume from a checkpoint made with another configuration."""
+
+
+def write_run_config(out_dir, config_dict, resume):
+    """Write ``out_dir/config.json``; when resuming, first check that it is unchanged.
+
+    Parameters
+    ----------
+    out_dir : path
+    config_dict : dict
+        The run's configuration (``dataclasses.asdict(config)``).
+    resume : bool
+        The run continues from checkpoints in ``out_dir``.
+
+    Raises
+    ------
+    ResumeMismatch
+        ``resume`` and an existing ``config.json`` differ from ``config_dict``; the
+        message lists each differing key as a dotted path (``hybrid.learning_rate``).
+    """
+    path = Path(out_dir) / "config.json"
+    if resume and path.exists():
+        differences = _differences(json.loads(path.read_text()), config_dict)
+        if differences:
+            raise ResumeMismatch(
+                f"cannot resume: {path} was written by another configuration "
+                f"({_describe(differences)}); run without --resume to start over, or "
+                f"with the original settings")
+    write_json(path, config_dict)
+
+
+def _differences(old, new, prefix=""):
+    """``[(dotted key, old value, new value)]`` where ``old`` and ``new`` differ, compared
+    as JSON stores them (tuples become lists, numpy numbers plain ones)."""
+    old, new = _as_json(old), _as_json(new)
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [(prefix, old, new)]
+    missing = "<missing>"
+    found = []
+    for key in list(old) + [key for key in new if key not in old]:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in old or key not in new:
+            found.append((path, old.get(key, missing), new.get(key, missing)))
+        else:
+            found.extend(_differences(old[key], new[key], path))
+    return found
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _describe(differences):
+    return "; ".join(f"{key}: {old!r} before, {new!r} now" for key, old, new in differences)
 
 
 def _stopped(state, settings):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import nengo_hybrid as nh
 
-FAMILY_RELU = {
+FAMILY_RELU = {"if": nh.IntegrateAndFire, 
     "rate": nengo.RectifiedLinear,
     "spiking": nengo.SpikingRectifiedLinear,
     "hybrid": nh.HybridSpikingRectifiedLinear,
@@ -51,7 +51,7 @@ SPELLINGS = [
 ]
 
 
-@pytest.mark.parametrize("family", ["rate", "spiking", "hybrid"])
+@pytest.mark.parametrize("family", ["rate", "spiking", "hybrid", "if"])
 @pytest.mark.parametrize("spelling", SPELLINGS)
 def test_every_relu_spelling_becomes_the_family_neuron(spelling, family):
     converted = nh.convert(relu_model(spelling), family)
@@ -129,8 +129,8 @@ def test_scale_firing_rates_and_synapse_are_applied():
 def test_a_user_family_can_be_registered():
     family = nh.NeuronFamily(
         "regular_spiking_test",
-        relu=lambda: nengo.RegularSpiking(nengo.RectifiedLinear()),
-        soft_lif=lambda a: nengo.RegularSpiking(nengo.LIFRate(tau_rc=a.tau_rc, tau_ref=a.tau_ref)),
+        {"relu": lambda _: nengo.RegularSpiking(nengo.RectifiedLinear()),
+         nh.SoftLIF: lambda a: nengo.RegularSpiking(nengo.LIFRate(tau_rc=a.tau_rc, tau_ref=a.tau_ref))},
         spiking=True,
     )
     nh.register_family(family)
@@ -235,3 +235,36 @@ def test_same_seed_same_spikes_other_seed_other_spikes():
     assert np.count_nonzero(first) > 100
     np.testing.assert_array_equal(first, spikes(0))
     assert not np.array_equal(first, spikes(1))  # the initial voltages differ
+
+
+def test_a_family_for_another_activation_needs_no_package_edit():
+    """A family registered for an activation the package never mentions (tanh) converts
+    it; a family that does not name it refuses the model."""
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((6,))
+    hidden = tf.keras.layers.Dense(5, activation="tanh")(inp)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(2)(hidden))
+    nh.register_family(nh.NeuronFamily(
+        "regular_tanh_test", {"tanh": lambda _: nengo.RegularSpiking(nengo.Tanh(tau_ref=1))},
+        spiking=True))
+    try:
+        types = nh.convert(model, "regular_tanh_test").neuron_types()
+        assert [type(t) for t in types.values()] == [nengo.RegularSpiking]
+        assert type(next(iter(types.values())).base_type) is nengo.Tanh
+    finally:
+        del nh.FAMILIES["regular_tanh_test"]
+    with pytest.raises(nh.ConversionError, match="dense"):
+        nh.convert(model, "if")
+
+
+def test_the_if_family_converts_relu_to_integrate_and_fire():
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8, 8, 1))
+    x = tf.keras.layers.Conv2D(4, 3, activation="relu", use_bias=False)(inp)
+    x = tf.keras.layers.ReLU()(tf.keras.layers.Conv2D(4, 3, use_bias=False)(x))
+    x = tf.keras.layers.Flatten()(x)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(3, use_bias=False)(x))
+    converted = nh.convert(model, "if")
+    types = list(converted.neuron_types().values())
+    assert len(types) == 2 and all(type(t) is nh.IntegrateAndFire for t in types)
+    assert all(t.threshold == 1 for t in types)

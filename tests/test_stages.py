@@ -1,13 +1,18 @@
 """The training stage: early stopping that keeps the best weights, the starting ones
 included, and per-epoch augmentation that a seed repeats."""
 
+import argparse
+import dataclasses
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import nengo_hybrid as nh
-from nengo_hybrid.stages import TrainSettings, train
+from nengo_hybrid.paths import resolve_run
+from nengo_hybrid.stages import (ResumeMismatch, TrainSettings, train, validation_split,
+                                 write_run_config)
 
 
 def regression(seed=0):
@@ -66,3 +71,117 @@ def test_each_epoch_draws_its_augmentation_from_the_seed(tmp_path):
             train(converted, sim, x, y, "mse", TrainSettings(0.01, epochs=2, batch_size=16),
                   tmp_path / run, augment=augment)
     assert len(seen) == 4 and seen[:2] == seen[2:] and seen[0] != seen[1]
+
+
+def old_split(n, settings):
+    """The validation split as `train` drew it before groups existed."""
+    order = np.random.RandomState(settings.seed).permutation(n)
+    n_val = 0
+    if settings.patience:
+        batches = max(1, int(round(settings.validation_fraction * n / settings.batch_size)))
+        n_val = batches * settings.batch_size
+    train_idx = order[n_val:]
+    return order[:n_val], train_idx[:len(train_idx) - len(train_idx) % settings.batch_size]
+
+
+def test_without_groups_the_split_is_the_one_earlier_runs_used():
+    for n, settings in [(64, TrainSettings(0.01, 1, batch_size=16, patience=5)),
+                        (1000, TrainSettings(0.01, 1, batch_size=32, patience=3, seed=4,
+                                             validation_fraction=0.15)),
+                        (50, TrainSettings(0.01, 1, batch_size=8))]:
+        for new, old in zip(validation_split(n, settings), old_split(n, settings)):
+            np.testing.assert_array_equal(new, old)
+
+
+def subject_groups(n_subjects=23, seed=2):
+    """Subject ids of slices, subjects of unequal sizes, in subject order like a scan."""
+    sizes = np.random.RandomState(seed).randint(5, 30, size=n_subjects)
+    return np.repeat([f"sub{i:02d}" for i in range(n_subjects)], sizes)
+
+
+def test_validation_holds_out_whole_groups_from_the_seed():
+    groups = subject_groups()
+    n = len(groups)
+    # a seed whose held-out groups are no whole number of minibatches: some are cut
+    settings = TrainSettings(0.01, 1, batch_size=8, patience=2, validation_fraction=0.2, seed=4)
+    val_idx, train_idx = validation_split(n, settings, groups)
+    held = set(groups[val_idx])
+    assert held and not held & set(groups[train_idx])
+    assert len(val_idx) % 8 == 0 and len(train_idx) % 8 == 0
+    assert len(set(val_idx)) == len(val_idx) and not set(val_idx) & set(train_idx)
+    # enough groups for the fraction, the cut to minibatches less than one of them
+    held_examples = np.isin(groups, list(held)).sum()
+    assert held_examples >= 0.2 * n and 0 < held_examples - len(val_idx) < 8
+    # and no more groups than it takes: without the last one the fraction was not reached
+    assert held_examples - np.unique(groups, return_counts=True)[1].max() < 0.2 * n
+    # every example of the other groups trains, but for the cut to minibatches
+    assert n - held_examples - len(train_idx) < 8
+    again = validation_split(n, settings, groups)
+    np.testing.assert_array_equal(again[0], val_idx)
+    np.testing.assert_array_equal(again[1], train_idx)
+    other = validation_split(n, TrainSettings(0.01, 1, batch_size=8, patience=2,
+                                              validation_fraction=0.2, seed=5), groups)
+    assert set(groups[other[0]]) != held
+
+
+def test_train_records_the_validation_groups(tmp_path):
+    x, y = examples()
+    groups = np.repeat(np.arange(8), 8)  # eight subjects of eight slices
+    settings = TrainSettings(0.01, epochs=1, batch_size=16, patience=2, validation_fraction=0.25)
+    converted = nh.convert(regression(), "rate")
+    with converted.simulator(16, n_steps=1) as sim:
+        result = train(converted, sim, x, y, "mse", settings, tmp_path / "run", groups=groups)
+    val_idx, _ = validation_split(len(x), settings, groups)
+    expected = sorted(str(g) for g in set(groups[val_idx]))
+    assert len(expected) == 2 and result["validation_groups"] == expected
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["validation_groups"] == expected
+
+
+def test_resume_continues_only_with_the_same_settings(tmp_path, capsys):
+    x, y = examples()
+    settings = TrainSettings(0.01, epochs=2, batch_size=16, patience=5)
+    converted = nh.convert(regression(), "rate")
+    with converted.simulator(16, n_steps=1) as sim:
+        train(converted, sim, x, y, "mse", settings, tmp_path / "run")
+        result = train(converted, sim, x, y, "mse", settings, tmp_path / "run", resume=True)
+        assert result["epochs"] == 2 and "resumed after epoch 2" in capsys.readouterr().out
+        changed = dataclasses.replace(settings, learning_rate=0.02)
+        with pytest.raises(ResumeMismatch, match="learning_rate") as refused:
+            train(converted, sim, x, y, "mse", changed, tmp_path / "run", resume=True)
+    message = str(refused.value)
+    assert str(tmp_path / "run") in message and "0.01" in message and "0.02" in message
+    assert "batch_size" not in message
+    # the refused run left the checkpoint alone
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 2
+
+
+def test_a_resumed_run_refuses_a_changed_configuration(tmp_path):
+    config = {"seed": 0, "filters": (8, 16), "hybrid": {"learning_rate": 0.01, "epochs": 3}}
+    write_run_config(tmp_path, config, resume=False)
+    # the same configuration, its tuple now a list in the file
+    write_run_config(tmp_path, config, resume=True)
+    changed = {**config, "hybrid": {"learning_rate": 0.001, "epochs": 3}}
+    with pytest.raises(ResumeMismatch, match=r"hybrid\.learning_rate") as refused:
+        write_run_config(tmp_path, changed, resume=True)
+    assert "config.json" in str(refused.value) and "epochs" not in str(refused.value)
+    assert json.loads((tmp_path / "config.json").read_text())["hybrid"]["learning_rate"] == 0.01
+    write_run_config(tmp_path, changed, resume=False)  # a new run starts over
+    assert json.loads((tmp_path / "config.json").read_text())["hybrid"]["learning_rate"] == 0.001
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoStageConfig:
+    ann: TrainSettings
+    hybrid: TrainSettings
+    seed: int = 0
+    name: str = "two"
+
+
+def test_seed_option_seeds_every_training_stage():
+    profiles = {"paper": TwoStageConfig(TrainSettings(0.01, 5), TrainSettings(0.001, 3, seed=1))}
+    config, _ = resolve_run(argparse.Namespace(profile="paper", seed=7, out=None), "two", profiles)
+    assert config.seed == config.ann.seed == config.hybrid.seed == 7
+    assert config.hybrid.learning_rate == 0.001 and config.name == "two"
+    config, _ = resolve_run(argparse.Namespace(profile="paper", seed=None, out=None), "two", profiles)
+    assert config == profiles["paper"]

@@ -1,0 +1,221 @@
+"""A converted network at work: its simulators, its compiled losses, the data it is fed
+(input coding over timesteps, one minibatch at a time) and its firing rates.
+
+`nengo_hybrid.families.convert` builds a `ConvertedNetwork`; everything a training or
+evaluation stage then does with it lives here.
+"""
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+import nengo
+import nengo_dl
+import numpy as np
+import tensorflow as tf
+
+from nengo_hybrid.encoding import RepeatedInput, get_encoding
+from nengo_hybrid.metrics import firing_rates
+from nengo_hybrid.regularization import FiringRateLoss, RateRegularization, dummy_targets
+from nengo_hybrid.simulation import make_simulator
+
+
+@dataclass
+class ConvertedNetwork:
+    """A Keras model converted into a NengoDL network of one neuron family.
+
+    Attributes
+    ----------
+    converter : nengo_dl.Converter
+        The converter (``.net``, ``.inputs``, ``.outputs``, ``.layers``).
+    family : NeuronFamily
+        The family the neurons belong to.
+    layer_probes : dict of {str: nengo.Probe}
+        A probe on the neurons of every Keras layer that became neurons, by layer name.
+        They are part of a simulator only when it is built with ``layer_probes=True``
+        (for firing rates and rate regularisation): every probe adds its layer's whole
+        activity to each prediction.
+    """
+
+    converter: nengo_dl.Converter
+    family: "NeuronFamily"  # noqa: F821 (nengo_hybrid.families)
+    layer_probes: Dict[str, nengo.Probe] = field(default_factory=dict)
+
+    @property
+    def net(self):
+        return self.converter.net
+
+    @property
+    def input(self):
+        return self.converter.inputs[self.converter.model.inputs[0]]
+
+    @property
+    def output(self):
+        return self.converter.outputs[self.converter.model.outputs[0]]
+
+    def neuron_types(self):
+        """The neuron type of every converted layer, by layer name."""
+        return {name: probe.target.ensemble.neuron_type for name, probe in self.layer_probes.items()}
+
+    def amplitudes(self):
+        return {name: float(nt.amplitude) for name, nt in self.neuron_types().items()}
+
+    def simulator(self, minibatch_size=32, n_steps=None, layer_probes=False, progress_bar=False,
+                  **kwargs):
+        """A ``nengo_dl.Simulator`` set up for speed.
+
+        ``n_steps`` fixes the number of timesteps and unrolls them into one graph
+        (``unroll_simulation=n_steps, use_loop=False``): the fastest setting for
+        training and for evaluating at one number of timesteps.  Without it, the
+        simulator runs any number of timesteps in a loop.  ``layer_probes`` includes
+        the probe on every layer (needed by `firing_rates` and rate regularisation).
+        """
+        for probe in self.layer_probes.values():
+            if layer_probes and probe not in self.net.probes:
+                self.net.probes.append(probe)
+            elif not layer_probes and probe in self.net.probes:
+                self.net.probes.remove(probe)
+        use_loop = n_steps is None
+        if not use_loop:
+            kwargs.setdefault("unroll_simulation", n_steps)
+        # use_loop is a network setting, read once when the simulator is built
+        with self.net:
+            nengo_dl.configure_settings(use_loop=use_loop)
+        return make_simulator(
+            self.net, minibatch_size=minibatch_size, progress_bar=progress_bar, **kwargs
+        )
+
+    def compile(self, sim, optimizer, loss, regularization: Optional[RateRegularization] = None,
+                metrics=None):
+        """``sim.compile`` with the task ``loss`` on the output probe and, given
+        ``regularization``, a `FiringRateLoss` on every hidden layer."""
+        losses = {self.output: loss}
+        weights = {self.output: 1.0}
+        if regularization is not None:
+            self._require_layer_probes(sim, "rate regularisation")
+            weights[self.output] = regularization.output_weight
+            for name, probe in self.hidden_probes().items():
+                losses[probe] = FiringRateLoss(
+                    regularization.target_hz,
+                    self.amplitudes()[name],
+                    per=regularization.per,
+                    name=f"rate_{name}",
+                )
+                weights[probe] = regularization.hidden_weight
+        sim.compile(
+            optimizer=optimizer,
+            loss=losses,
+            loss_weights=weights,
+            metrics=None if metrics is None else {self.output: metrics},
+        )
+
+    def hidden_probes(self):
+        """Layer probes excluding the output layer's own neurons."""
+        out_target = self.output.target
+        return {n: p for n, p in self.layer_probes.items() if p.target is not out_target}
+
+    def inputs(self, x, n_steps=1, encoding=None, seed=0, example_ids=None):
+        """Input dict for ``sim.fit``/``predict``: ``x`` coded over ``n_steps``
+        timesteps by ``encoding`` (`nengo_hybrid.encoding`: ``"repeat"``, the default,
+        shows each image at every step; ``"poisson"`` draws spike trains from ``seed``
+        and each example's id, ``example_ids`` defaulting to ``0 .. len(x) - 1``)."""
+        coded = get_encoding(encoding)(x, n_steps, seed=seed, example_ids=example_ids)
+        return {self.input: coded}
+
+    def targets(self, y, regularization: Optional[RateRegularization] = None, n_steps=1):
+        """Target dict for ``sim.fit``: ``y`` on every timestep of the output, and the
+        dummy targets the rate losses ignore."""
+        y = np.asarray(y, dtype=np.float32).reshape((len(y), 1, -1))
+        targets = {self.output: np.tile(y, (1, n_steps, 1))}
+        if regularization is not None:
+            for probe in self.hidden_probes().values():
+                targets[probe] = dummy_targets(len(y))
+        return targets
+
+    def dataset(self, sim, x, y, regularization: Optional[RateRegularization] = None, n_steps=1,
+                encoding=None, seed=0, example_ids=None):
+        """``x``, ``y`` as a ``tf.data`` pipeline of ``sim``'s minibatches, in order.
+
+        The same data as `inputs` and `targets`, but coded over the ``n_steps``
+        timesteps one minibatch at a time: the repeated arrays of a whole data set
+        were 6 GB for LocNet's 629 images at 60 timesteps, more than the network.
+        ``encoding``, ``seed`` and ``example_ids`` as for `inputs` (an example's
+        Poisson train depends on its id, not on its minibatch).  A last partial
+        minibatch is dropped (NengoDL's minibatches are fixed).
+        """
+        encoding = get_encoding(encoding)
+        inputs = {"n_steps": np.full((len(x), 1), n_steps, dtype=np.int32)}
+        for node in sim.node_inputs:
+            # a pipeline must feed every input node: the image, and the converter's
+            # constant nodes (biases), whose value NengoDL would otherwise fill in
+            if node is self.input:
+                value = np.asarray(x, dtype=np.float32).reshape((len(x), 1, -1))
+            elif isinstance(node.output, np.ndarray):
+                value = np.tile(node.output.astype(np.float32).reshape((1, 1, -1)), (len(x), 1, 1))
+            else:
+                raise ValueError(f"cannot feed input node {node} (its output is not a constant)")
+            inputs[sim.get_name(node)] = value
+        targets = {sim.get_name(probe): value
+                   for probe, value in self.targets(y, regularization, n_steps=1).items()}
+        image = sim.get_name(self.input)
+        ids = np.arange(len(x)) if example_ids is None else np.asarray(example_ids)
+        repeated = ([name for name in inputs if name != "n_steps" and
+                     (name != image or isinstance(encoding, RepeatedInput))],
+                    [sim.get_name(self.output)])
+
+        def code_image(values, batch_ids):
+            coded = encoding(values[:, 0], n_steps, seed=seed, example_ids=batch_ids)
+            return coded.astype(np.float32)
+
+        def over_time(inputs, targets, batch_ids):
+            for group, names in zip((inputs, targets), repeated):
+                for name in names:
+                    group[name] = tf.tile(group[name], [1, n_steps, 1])
+            if not isinstance(encoding, RepeatedInput):
+                coded = tf.numpy_function(code_image, [inputs[image], batch_ids], tf.float32)
+                inputs[image] = tf.ensure_shape(coded, [None, n_steps, inputs[image].shape[-1]])
+            return inputs, targets
+
+        return (tf.data.Dataset.from_tensor_slices((inputs, targets, ids))
+                .batch(sim.minibatch_size, drop_remainder=True)
+                .map(over_time))
+
+    def firing_rates(self, sim, x, n_steps, encoding=None, seed=0):
+        """Average firing rate (Hz) of every layer and of the network over inputs ``x``
+        coded by ``encoding`` (see `inputs`).
+
+        See `nengo_hybrid.metrics.firing_rates`.
+        """
+        self._require_layer_probes(sim, "firing rates")
+        return firing_rates(sim, self.inputs(x, n_steps, encoding, seed), self.layer_probes,
+                            self.amplitudes())
+
+    def _require_layer_probes(self, sim, purpose):
+        if any(probe not in sim.model.probes for probe in self.layer_probes.values()):
+            raise ValueError(
+                f"{purpose} need the layer probes: build the simulator with "
+                f"converted.simulator(..., layer_probes=True)"
+            )
+
+
+
+
+def transfer_weights(source_sim, target_sim):
+    """Copy every trained parameter of one simulator into another built from the same
+    Keras model with any family (e.g. the ANN's weights into the hybrid SNN).
+
+    Goes through NengoDL's own ``save_params``/``load_params``, which hold the
+    connection weights and biases but not the neuron state (which differs by family).
+    """
+    src = [w.shape for w in source_sim.keras_model.weights]
+    dst = [w.shape for w in target_sim.keras_model.weights]
+    if src != dst:
+        raise ValueError(
+            f"the two networks have different parameters ({len(src)} arrays {src} vs "
+            f"{len(dst)} arrays {dst}); were they converted from the same Keras model?"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params"
+        source_sim.save_params(path)
+        target_sim.load_params(path)
