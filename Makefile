@@ -12,7 +12,7 @@ export NENGO_HYBRID_DATA := $(DATA_ABS)
 # the experiment profile: paper (the paper's protocol) or quick (minutes)
 PROFILE ?= paper
 
-.PHONY: setup data locnet cae test demo benchmark clean
+.PHONY: setup data locnet cae test demo benchmark bench-env clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,12 @@ benchmark: setup
 	$(PY) benchmarks/neurons.py --data "$(DATA_ABS)"
 	$(PY) benchmarks/locnet.py --data "$(DATA_ABS)"
 	$(PY) benchmarks/cae.py --data "$(DATA_ABS)"
+
+# The benchmark-only environment of benchmarks/surrogate.py's snnTorch peer (PyTorch,
+# CPU build: torch==2.13.0 resolves to 2.13.0+cpu here, no CUDA packages). Never used
+# by CI or the tests.
+bench-env:
+	$(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 snntorch numpy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

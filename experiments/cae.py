@@ -39,7 +39,7 @@ from nengo_hybrid import metrics, report
 from nengo_hybrid.losses import BCEDice
 from nengo_hybrid.models.cae import build_cae, mask_probabilities
 from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, resolve_run
-from nengo_hybrid.stages import TrainSettings, evaluate_stages, run_stages, write_json
+from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages, run_stages, write_json
 
 PAPER = {"ann": 0.8221, "converted": 0.4859, "hybrid": 0.7648}
 PAPER_RATES = {"ann": None, "converted": 708.2347, "hybrid": 731.3800}
@@ -73,7 +73,7 @@ class CAEConfig:
     # 2 cores; a full pass over the training split would take ~25 minutes), so an epoch
     # is examples_per_epoch slices drawn anew from it; early stopping as in the paper.
     # 1e-4 raised the converted SNN's validation 2D Dice (0.839 -> 0.850 in 1024 slices).
-    hybrid: TrainSettings = TrainSettings(learning_rate=1e-4, epochs=4, batch_size=16, n_steps=80,
+    finetune: TrainSettings = TrainSettings(learning_rate=1e-4, epochs=4, batch_size=16, n_steps=80,
                                           patience=2, validation_fraction=0.03,
                                           examples_per_epoch=768)
     synapse: float = 0.005
@@ -85,6 +85,9 @@ class CAEConfig:
     eval_window: int = 10
     steps_sweep: tuple = (10, 20, 30, 40, 50, 60, 70, 80, 100)
     eval_batch: int = 20
+    # the first paper's SNNs: SpikingRectifiedLinear converted, hybrid fine-tuning, the
+    # slice shown at every timestep
+    spiking: SpikingSettings = SpikingSettings()
     # firing rates from the first 200 test slices: every layer probed over 80 steps is
     # the slowest pass of an evaluation
     rate_examples: int = 200
@@ -103,7 +106,7 @@ PROFILES = {
         test_fraction=4 / 28,
         filters=(4, 8, 8, 16),
         ann=TrainSettings(learning_rate=3e-3, epochs=6, batch_size=8),
-        hybrid=TrainSettings(learning_rate=1e-3, epochs=2, batch_size=16, n_steps=40, patience=2,
+        finetune=TrainSettings(learning_rate=1e-3, epochs=2, batch_size=16, n_steps=40, patience=2,
                              validation_fraction=0.05, examples_per_epoch=128),
         eval_steps=40,
         eval_window=10,
@@ -186,8 +189,8 @@ def run(config, images, labels, out_dir, resume=False):
                          out_dir, resume=resume)
     records = table(model, config, test, atlas_slices(prior, test, config.atlas_threshold),
                     results["outputs"], results["rates"])
-    records[-1]["epochs"] = results["hybrid_epochs"]
-    records[-1]["best_epoch"] = results["hybrid_best_epoch"]
+    records[-1]["epochs"] = results["finetune_epochs"]
+    records[-1]["best_epoch"] = results["finetune_best_epoch"]
     timings = dict(results["timings"], load_s=load_s)
     report_start = time.time()
     write_report(out_dir, config, records, test, results, results["histories"])
@@ -313,8 +316,8 @@ def write_report(out_dir, config, records, slices, results, histories):
         n_target=int((slices.masks.reshape(len(slices), -1) > 0).any(axis=1).sum()),
         atlas_threshold=config.atlas_threshold, scale=config.scale_firing_rates,
         synapse=config.synapse, steps=config.eval_steps, window=config.eval_window,
-        ann=describe_training(config.ann), hybrid=describe_training(config.hybrid),
-        hybrid_examples=config.hybrid.examples_per_epoch or "all", hybrid_done=records[-1].get("epochs", "–"),
+        ann=describe_training(config.ann), hybrid=describe_training(config.finetune),
+        hybrid_examples=config.finetune.examples_per_epoch or "all", hybrid_done=records[-1].get("epochs", "–"),
         hybrid_best=records[-1].get("best_epoch", "–")))
     floor = next(r["dice_2d"] for r in records if r["model"] == FLOOR)
     sweeps = {model: (config.steps_sweep, [scores(config, probabilities(outputs[t], shape), slices)["dice_2d"]

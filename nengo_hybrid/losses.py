@@ -34,6 +34,31 @@ class LastTimesteps(tf.keras.losses.Loss):
         return dict(super().get_config(), loss=tf.keras.losses.serialize(self.loss), n_steps=self.n_steps)
 
 
+class MeanPotential(LastTimesteps):
+    r"""Apply ``loss`` to a non-spiking output layer's membrane potential averaged over
+    all ``n_steps`` timesteps.
+
+    The output layer does not spike: it accumulates its input current into a membrane
+    potential with no threshold and no reset, and the task loss (for segmentation, a
+    sigmoid of it: the pixel probability) reads that potential.  A converted network's
+    output probe holds the layer's input current :math:`J_t = W s_t` at each step, so
+
+    .. math:: \bar u = \frac{u_T}{T\,dt} = \frac{1}{T} \sum_{t=1}^{T} J_t,
+
+    which is `LastTimesteps` over the whole run.
+
+    Averaged, not summed: the sum grows with :math:`T`, so the same weights would give
+    logits :math:`T` times larger at :math:`T` steps and a sigmoid that saturates; the
+    average is the ANN's logit in expectation (a rate-coded spike train's mean is the
+    ANN's activation) at any :math:`T`, so the converted SNN starts from the ANN's loss
+    and decision threshold, and networks read at different :math:`T` compare like with
+    like.
+    """
+
+    def __init__(self, loss, n_steps, name=None):
+        super().__init__(loss, n_steps, name=name or "mean_potential")
+
+
 class MaskLoss(tf.keras.losses.Loss):
     r"""A loss computed mask by mask, for Keras images and NengoDL probe outputs alike.
 

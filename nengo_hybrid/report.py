@@ -179,16 +179,21 @@ def save_array(path, array):
 def config_from_json(cls, data):
     """The frozen configuration dataclass ``cls`` rebuilt from the dict a run wrote as
     ``config.json`` (`dataclasses.asdict`): fields that are dataclasses themselves (e.g.
-    `TrainSettings`) rebuilt from their dicts, JSON lists back to tuples."""
+    `TrainSettings`, `SpikingSettings` and the `Balancing` inside it, optional or not)
+    rebuilt from their dicts, JSON lists back to tuples."""
     import dataclasses
+    import typing
 
     values = {}
     for field in dataclasses.fields(cls):
         if field.name not in data:
             continue  # a run written before the field existed gets its default
         value = data[field.name]
-        if dataclasses.is_dataclass(field.type) and isinstance(value, dict):
-            value = field.type(**value)
+        # Optional[X] is Union[X, None]: X is the dataclass to rebuild
+        candidates = [t for t in (typing.get_args(field.type) or (field.type,)) if t is not type(None)]
+        nested = next((t for t in candidates if dataclasses.is_dataclass(t)), None)
+        if nested is not None and isinstance(value, dict):
+            value = config_from_json(nested, value)
         elif isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         values[field.name] = value

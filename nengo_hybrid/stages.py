@@ -1,5 +1,8 @@
-"""The stages every experiment runs: train (the ANN, in the rate family), convert,
-fine-tune (the hybrid family), evaluate.  One `train` serves both training stages.
+"""The stages every experiment runs: train the ANN (the rate family), convert it
+(NengoDL's spiking neurons, or integrate-and-fire neurons with balanced thresholds),
+fine-tune the converted SNN (hybrid neurons, or surrogate-gradient training through
+time), evaluate.  Families, input coding and balancing are configuration
+(`SpikingSettings`); one `train` serves every training stage.
 
 Training is ``Simulator.fit``, one epoch per call so that each epoch's shuffle is seeded
 by the epoch number: a run resumed from its checkpoint (model, optimizer, early-stopping
@@ -20,8 +23,11 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from nengo_hybrid.families import convert
+from nengo_hybrid.balancing import apply_thresholds, balance_thresholds
+from nengo_hybrid.encoding import draw_seed
+from nengo_hybrid.families import convert, get_family
 from nengo_hybrid.losses import LastTimesteps
+from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
 from nengo_hybrid.simulation import iterate_predictions, predict
 
@@ -130,7 +136,7 @@ def _restore(sim, optimizer_checkpoint, folder):
 
 def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
           regularization: Optional[RateRegularization] = None, augment=None, resume=False,
-          label="train", groups=None):
+          label="train", groups=None, encoding=None):
     """Train ``sim`` (built from ``converted``) on ``x``, ``y`` with checkpoints.
 
     Parameters
@@ -160,6 +166,10 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     groups : array_like, optional
         One id per example (e.g. the subject of each slice): early stopping then holds
         out whole groups (see `validation_split`), so that no group is on both sides.
+    encoding : str, optional
+        Input coding over the timesteps (`nengo_hybrid.encoding`; default: the input
+        at every step).  Poisson trains are drawn anew every epoch from the seed and
+        the epoch (the same on resume); validation always sees the same draw.
 
     Returns
     -------
@@ -191,11 +201,12 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
                 f"with the original settings")
         state = saved
 
-    def data(index, rng=None):
+    def data(index, rng=None, draw=0):
         xs, ys = x[index], y[index]
         if rng is not None and augment is not None:
             xs, ys = augment(xs, ys, rng)
-        return converted.dataset(sim, xs, ys, regularization, settings.n_steps)
+        return converted.dataset(sim, xs, ys, regularization, settings.n_steps, encoding=encoding,
+                                 seed=draw_seed(settings.seed, draw), example_ids=index)
 
     validation = data(val_idx) if n_val else None
 
@@ -227,7 +238,7 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         shuffled = epoch_rng.permutation(train_idx)[:settings.examples_per_epoch]
         shuffled = shuffled[:_batches(len(shuffled), settings.batch_size)]
         sim.fit(
-            data(shuffled, epoch_rng), epochs=epoch + 1,
+            data(shuffled, epoch_rng, draw=epoch + 1), epochs=epoch + 1,
             initial_epoch=epoch, shuffle=False, validation_data=validation,
             callbacks=[stopper, saver],
             verbose=verbose,
@@ -385,17 +396,90 @@ class _EarlyStoppingState(tf.keras.callbacks.Callback):
         return True
 
 
+@dataclass(frozen=True)
+class Balancing:
+    """Threshold balancing of the converted SNN (`nengo_hybrid.balancing`).
+
+    Parameters
+    ----------
+    examples : int
+        Calibration examples, a seeded draw from the training split.
+    percentile : float
+        The percentile of each layer's per-step input charge that sets its threshold
+        (100: the maximum).
+    scale : float
+        Multiplies every threshold (Rathi et al. 2020: 0.7).
+    batch_size : int
+        Calibration examples per simulator run.
+    """
+
+    examples: int = 64
+    percentile: float = 100.0
+    scale: float = 1.0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class SpikingSettings:
+    """Which neurons the spiking models use, what they see, and what they are called.
+
+    The defaults are the first paper's pipeline (NengoDL's spiking neurons, hybrid
+    fine-tuning, the image shown at every step); the second paper's is
+    ``SpikingSettings(converted_family="if", finetuned_family="if",
+    finetuned_name="fine-tuned", encoding="poisson", balancing=Balancing())``.
+
+    Parameters
+    ----------
+    converted_family : str
+        Family of the converted SNN and of every spiking evaluation (``"spiking"``;
+        ``"if"``: integrate-and-fire).
+    finetuned_family : str
+        Family the converted SNN is fine-tuned in (``"hybrid"``: spikes forward, rate
+        gradient back; ``"if"``: surrogate-gradient backpropagation through time).
+    finetuned_name : str
+        The fine-tuned model's name in results, files and tables.
+    encoding : str
+        Input coding of every spiking model (`nengo_hybrid.encoding`).
+    balancing : Balancing or None
+        Balance the converted SNN's thresholds (integrate-and-fire families only).
+    """
+
+    converted_family: str = "spiking"
+    finetuned_family: str = "hybrid"
+    finetuned_name: str = "hybrid"
+    encoding: str = "repeat"
+    balancing: Optional[Balancing] = None
+
+
+def spiking_settings(config):
+    """``config.spiking``, or the first paper's defaults for a config without it."""
+    return getattr(config, "spiking", None) or SpikingSettings()
+
+
+def network(model, config, family, thresholds=None):
+    """``model`` converted to ``family`` with the config's synapse (spiking families
+    only), firing-rate scale and seed, and the balanced ``thresholds`` if any."""
+    spiking = get_family(family).spiking
+    converted = convert(model, family, synapse=config.synapse if spiking else None,
+                        scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+    if thresholds:
+        apply_thresholds(converted, thresholds)
+    return converted
+
+
 def predict_output(converted, sim, x, n_steps, last_steps=None):
     """The network's output for every example, averaged over its last timesteps."""
     return predict(sim, converted.inputs(x, n_steps), converted.output, last_steps=last_steps)
 
 
-def spiking_evaluation(model, config, params, x):
-    """Run the spiking family with ``params`` on ``x``.
+def spiking_evaluation(model, config, params, x, thresholds=None):
+    """Run the converted SNN's family with ``params`` (and ``thresholds``) on ``x``.
 
     The output is read as its mean over the ``config.eval_window`` timesteps that end at
     ``config.eval_steps`` and, for the timestep sweep, at every ``t`` of
-    ``config.steps_sweep``; firing rates are measured over ``config.eval_steps``.
+    ``config.steps_sweep``; firing rates are measured over ``config.eval_steps``.  The
+    input is coded as `spiking_settings` says, seeded by ``config.seed`` and each
+    example's index in ``x``.
 
     ``config`` needs ``synapse``, ``scale_firing_rates``, ``seed``, ``eval_steps``,
     ``eval_window``, ``steps_sweep`` and ``eval_batch``; an optional ``rate_examples``
@@ -407,8 +491,8 @@ def spiking_evaluation(model, config, params, x):
         ``outputs`` (n, d) at ``eval_steps``, ``sweep`` {t: (n, d)}, ``rates`` (see
         `ConvertedNetwork.firing_rates`).
     """
-    converted = convert(model, "spiking", synapse=config.synapse,
-                        scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+    settings = spiking_settings(config)
+    converted = network(model, config, settings.converted_family, thresholds)
     marks = sorted(set(config.steps_sweep) | {config.eval_steps})
     windows = {t: [] for t in marks}
     # no layer probes here, or every layer's activity over hundreds of steps would fill
@@ -418,7 +502,9 @@ def spiking_evaluation(model, config, params, x):
     with converted.simulator(minibatch_size=config.eval_batch) as sim:
         sim.load_params(params)
         for start in range(0, len(x), chunk):
-            inputs = converted.inputs(x[start:start + chunk], marks[-1])
+            part = x[start:start + chunk]
+            inputs = converted.inputs(part, marks[-1], settings.encoding, config.seed,
+                                      example_ids=np.arange(start, start + len(part)))
             for _, out in iterate_predictions(sim, inputs):
                 series = out[converted.output]
                 for t in marks:
@@ -429,98 +515,163 @@ def spiking_evaluation(model, config, params, x):
     rate_x = x[:getattr(config, "rate_examples", None)]
     with converted.simulator(minibatch_size=config.eval_batch, layer_probes=True) as sim:
         sim.load_params(params)
-        rates = converted.firing_rates(sim, rate_x, config.eval_steps)
+        rates = converted.firing_rates(sim, rate_x, config.eval_steps, settings.encoding, config.seed)
     return {"outputs": sweep[config.eval_steps], "sweep": sweep, "rates": rates}
 
 
 def ann_outputs(model, config, params, x):
     """The ANN's (rate family, one timestep) output on ``x`` with ``params``."""
-    ann = convert(model, "rate", scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+    ann = network(model, config, "rate")
     with ann.simulator(config.eval_batch, n_steps=1) as sim:
         sim.load_params(params)
         return predict_output(ann, sim, x, 1)
 
 
+def balance_stage(model, config, params, x_train, out_dir, resume=False):
+    """The converted SNN's thresholds (`nengo_hybrid.balancing`), or None without
+    ``config.spiking.balancing``.
+
+    Calibrates on a seeded draw of ``balancing.examples`` training examples, coded as
+    in training, for ``config.eval_steps`` timesteps, and writes them with their
+    settings to ``out_dir/thresholds.json``; ``resume`` reads a file written under the
+    same settings instead of balancing again.
+    """
+    settings = spiking_settings(config)
+    if settings.balancing is None:
+        return None
+    path = Path(out_dir) / "thresholds.json"
+    record = {"balancing": asdict(settings.balancing), "n_steps": config.eval_steps,
+              "encoding": settings.encoding, "seed": config.seed}
+    if resume and path.exists():
+        saved = json.loads(path.read_text())
+        if {key: saved.get(key) for key in record} == json.loads(json.dumps(record)):
+            return saved["thresholds"]
+    calibration = np.random.RandomState(config.seed).permutation(len(x_train))
+    calibration = x_train[np.sort(calibration[:settings.balancing.examples])]
+    converted = network(model, config, settings.converted_family)
+    thresholds = balance_thresholds(
+        converted, calibration, config.eval_steps, params=params,
+        percentile=settings.balancing.percentile, scale=settings.balancing.scale,
+        encoding=settings.encoding, seed=config.seed, batch_size=settings.balancing.batch_size)
+    write_json(path, dict(record, thresholds=thresholds))
+    return thresholds
+
+
+def load_thresholds(run_dir):
+    """The balanced thresholds a run saved, or None if it balanced none."""
+    path = Path(run_dir) / "thresholds.json"
+    return json.loads(path.read_text())["thresholds"] if path.exists() else None
+
+
 def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
-               regularization=None, augment=None, resume=False):
+               regularization=None, augment=None, resume=False, groups=None):
     """The paper's three models from one Keras ``model``: train the ANN, convert it,
     fine-tune the converted SNN, and evaluate all three on ``x_test``.
 
     1. ANN: the rate family trained with ``task_loss`` (+ ``regularization``) under
        ``config.ann``; parameters saved as ``out_dir/ann.npz``.
-    2. converted SNN: the spiking family with the ANN's parameters.
-    3. hybrid SNN: the hybrid family, from the ANN's parameters, trained under
-       ``config.hybrid`` on the output's last ``config.eval_window`` timesteps (where
-       the spiking models are read); saved as ``out_dir/hybrid.npz``.
+    2. converted SNN: ``config.spiking.converted_family`` with the ANN's parameters
+       and, if ``config.spiking.balancing``, balanced thresholds
+       (``out_dir/thresholds.json``).
+    3. fine-tuned SNN (named ``config.spiking.finetuned_name``, "hybrid" by default):
+       ``config.spiking.finetuned_family`` from the ANN's parameters and the same
+       thresholds, trained under ``config.finetune`` on the output's mean over its
+       last ``config.eval_window`` timesteps (where the spiking models are read);
+       saved as ``out_dir/<name>.npz``.
 
-    Every stage checkpoints every epoch under ``out_dir/checkpoints`` and continues
-    from there with ``resume``.  ``config`` needs ``ann``, ``hybrid`` (`TrainSettings`)
-    and what `spiking_evaluation` needs.
+    Every spiking model sees the input coded by ``config.spiking.encoding``.  Every
+    training stage checkpoints every epoch under ``out_dir/checkpoints`` and continues
+    from there with ``resume``; ``groups`` (one id per training example, e.g. its
+    subject) makes early stopping validate on whole groups.  ``config`` needs ``ann``,
+    ``finetune`` (`TrainSettings`), optionally ``spiking`` (`SpikingSettings`), and
+    what `spiking_evaluation` needs.
 
     Returns
     -------
     dict
-        ``outputs`` {"ann", "converted", "hybrid": (n_test, d)}, ``sweeps``
-        {"converted", "hybrid": {t: (n_test, d)}}, ``rates`` {"converted", "hybrid"},
-        ``histories`` {"ann", "hybrid"}, ``timings`` (seconds per stage),
-        ``hybrid_epochs`` and ``hybrid_best_epoch`` (0: the converted weights were kept).
+        ``outputs`` {"ann", "converted", name: (n_test, d)}, ``sweeps``
+        {"converted", name: {t: (n_test, d)}}, ``rates`` {"converted", name},
+        ``histories`` {"ann", name}, ``timings`` (seconds per stage),
+        ``finetune_epochs`` and ``finetune_best_epoch`` (0: the converted weights were
+        kept), ``thresholds`` (None unless balanced) and ``input_rate_hz`` (the test
+        input's spike rate under Poisson coding, else None).
     """
     out_dir = Path(out_dir)
+    settings = spiking_settings(config)
+    name = settings.finetuned_name
     timings, histories = {}, {}
     probes = regularization is not None
 
     start = time.time()
-    ann = convert(model, "rate", scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+    ann = network(model, config, "rate")
     with ann.simulator(config.ann.batch_size, n_steps=1, layer_probes=probes) as sim:
         histories["ann"] = train(ann, sim, x_train, y_train, task_loss, config.ann,
                                  out_dir / "checkpoints" / "ann", regularization=regularization,
-                                 augment=augment, resume=resume, label="ann")["history"]
+                                 augment=augment, resume=resume, label="ann",
+                                 groups=groups)["history"]
         sim.save_params(out_dir / "ann")
     timings["ann_s"] = time.time() - start
     ann_out = ann_outputs(model, config, out_dir / "ann", x_test)
 
     start = time.time()
-    converted = spiking_evaluation(model, config, out_dir / "ann", x_test)
+    thresholds = balance_stage(model, config, out_dir / "ann", x_train, out_dir, resume)
+    if thresholds is not None:
+        timings["balance_s"] = time.time() - start
+    start = time.time()
+    converted = spiking_evaluation(model, config, out_dir / "ann", x_test, thresholds)
     timings["converted_eval_s"] = time.time() - start
 
     start = time.time()
-    hybrid = convert(model, "hybrid", synapse=config.synapse,
-                     scale_firing_rates=config.scale_firing_rates, seed=config.seed)
-    with hybrid.simulator(config.hybrid.batch_size, n_steps=config.hybrid.n_steps,
+    tuning = network(model, config, settings.finetuned_family, thresholds)
+    with tuning.simulator(config.finetune.batch_size, n_steps=config.finetune.n_steps,
                           layer_probes=probes) as sim:
         sim.load_params(out_dir / "ann")
-        result = train(hybrid, sim, x_train, y_train, LastTimesteps(task_loss, config.eval_window),
-                       config.hybrid, out_dir / "checkpoints" / "hybrid",
+        result = train(tuning, sim, x_train, y_train, LastTimesteps(task_loss, config.eval_window),
+                       config.finetune, out_dir / "checkpoints" / name,
                        regularization=regularization, augment=augment, resume=resume,
-                       label="hybrid")
-        histories["hybrid"] = result["history"]
-        sim.save_params(out_dir / "hybrid")
-    timings["hybrid_s"] = time.time() - start
+                       label=name, groups=groups, encoding=settings.encoding)
+        histories[name] = result["history"]
+        sim.save_params(out_dir / name)
+    timings[f"{name}_s"] = time.time() - start
 
     start = time.time()
-    tuned = spiking_evaluation(model, config, out_dir / "hybrid", x_test)
-    timings["hybrid_eval_s"] = time.time() - start
+    tuned = spiking_evaluation(model, config, out_dir / name, x_test, thresholds)
+    timings[f"{name}_eval_s"] = time.time() - start
     return {
-        "outputs": {"ann": ann_out, "converted": converted["outputs"], "hybrid": tuned["outputs"]},
-        "sweeps": {"converted": converted["sweep"], "hybrid": tuned["sweep"]},
-        "rates": {"converted": converted["rates"], "hybrid": tuned["rates"]},
+        "outputs": {"ann": ann_out, "converted": converted["outputs"], name: tuned["outputs"]},
+        "sweeps": {"converted": converted["sweep"], name: tuned["sweep"]},
+        "rates": {"converted": converted["rates"], name: tuned["rates"]},
         "histories": histories,
         "timings": timings,
-        "hybrid_epochs": result["epochs"],
+        "finetune_epochs": result["epochs"],
         # 0: fine-tuning never beat the converted weights on validation; they were kept
-        "hybrid_best_epoch": result["best_epoch"],
+        "finetune_best_epoch": result["best_epoch"],
+        "thresholds": thresholds,
+        "input_rate_hz": input_rate_hz(config, x_test),
     }
+
+
+def input_rate_hz(config, x):
+    """The spike rate of the coded input ``x`` (Poisson: mean |x| / dt), or None when
+    the input sends its values every step."""
+    if spiking_settings(config).encoding != "poisson":
+        return None
+    return input_spike_rate_hz(x)
 
 
 def evaluate_stages(model, config, run_dir, x):
     """The three models of a finished `run_stages` in ``run_dir`` evaluated on ``x``
     (same keys as `run_stages`, without histories)."""
     run_dir = Path(run_dir)
-    converted = spiking_evaluation(model, config, run_dir / "ann", x)
-    tuned = spiking_evaluation(model, config, run_dir / "hybrid", x)
+    name = spiking_settings(config).finetuned_name
+    thresholds = load_thresholds(run_dir)
+    converted = spiking_evaluation(model, config, run_dir / "ann", x, thresholds)
+    tuned = spiking_evaluation(model, config, run_dir / name, x, thresholds)
     return {
         "outputs": {"ann": ann_outputs(model, config, run_dir / "ann", x),
-                    "converted": converted["outputs"], "hybrid": tuned["outputs"]},
-        "sweeps": {"converted": converted["sweep"], "hybrid": tuned["sweep"]},
-        "rates": {"converted": converted["rates"], "hybrid": tuned["rates"]},
+                    "converted": converted["outputs"], name: tuned["outputs"]},
+        "sweeps": {"converted": converted["sweep"], name: tuned["sweep"]},
+        "rates": {"converted": converted["rates"], name: tuned["rates"]},
+        "thresholds": thresholds,
+        "input_rate_hz": input_rate_hz(config, x),
     }

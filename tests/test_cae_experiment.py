@@ -70,7 +70,7 @@ def test_run_writes_configuration_split_versions_timings_and_figures(quick_run, 
     config = json.loads((quick_run / "config.json").read_text())
     assert config["size"] == [40, 56, 40] and config["axis"] == 0 and config["seed"] == 0
     assert config["scale_firing_rates"] == 1000 and config["synapse"] == 0.005
-    assert config["hybrid"]["n_steps"] == 40 and config["max_subjects"] == 28
+    assert config["finetune"]["n_steps"] == 40 and config["max_subjects"] == 28
     split = json.loads((quick_run / "split.json").read_text())
     assert split["size"] == [40, 56, 40] and split["axis"] == 0
     assert len(split["train"]) == 24 and len(split["test"]) == 4

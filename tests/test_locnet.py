@@ -52,7 +52,7 @@ def test_table1_has_the_floor_and_three_models(quick_run):
 
 def test_run_writes_configuration_split_versions_and_figures(quick_run):
     config = json.loads((quick_run / "config.json").read_text())
-    assert config["seed"] == 0 and config["hybrid"]["n_steps"] == 30 and config["flip"] == 0.5
+    assert config["seed"] == 0 and config["finetune"]["n_steps"] == 30 and config["flip"] == 0.5
     split = json.loads((quick_run / "split.json").read_text())
     assert split["train"] and split["test"] and not set(split["train"]) & set(split["test"])
     assert json.loads((quick_run / "versions.json").read_text())["nengo_dl"] == "3.6.0"
