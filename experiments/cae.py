@@ -185,8 +185,10 @@ def run(config, images, labels, out_dir, resume=False):
     report.save_array(out_dir / "atlas.npy", prior)
 
     model = make_model(config, train.images.shape[1:])
+    # early stopping validates on whole training subjects: neighbouring slices of one
+    # brain on both sides would make the validation loss optimistic
     results = run_stages(model, config, train.images, train.masks, test.images, config.loss(),
-                         out_dir, resume=resume)
+                         out_dir, resume=resume, groups=train.subject_ids)
     records = table(model, config, test, atlas_slices(prior, test, config.atlas_threshold),
                     results["outputs"], results["rates"])
     records[-1]["epochs"] = results["finetune_epochs"]
@@ -267,7 +269,7 @@ def describe_training(settings):
     words = f"with Adam at {settings.learning_rate:g} for at most {settings.epochs} epochs"
     if settings.patience:
         words += (f", keeping the epoch of least loss on {settings.validation_fraction:.0%} of the "
-                  f"training slices held out and stopping after {settings.patience} without progress")
+                  f"training slices held out as whole subjects and stopping after {settings.patience} without progress")
     return words
 
 COLUMNS = [("model", "model"), ("dice_2d", "2D Dice"), ("dice_2d_std", "± std"),
