@@ -59,7 +59,7 @@ from nengo_hybrid.neurons import (  # noqa: E402
     IntegrateAndFire,
 )
 from nengo_hybrid.runtime import ConvertedNetwork, transfer_weights  # noqa: E402
-from nengo_hybrid import encoding  # noqa: E402, F401
+from nengo_hybrid import balancing, encoding, losses  # noqa: E402, F401
 from nengo_hybrid.regularization import FiringRateLoss, RateRegularization  # noqa: E402
 from nengo_hybrid import simulation  # noqa: E402, F401
 

@@ -33,7 +33,8 @@ class ThreeStageConfig:
     scale_firing_rates: Optional[float] = None
     eval_steps: int = T
     eval_window: int = T  # the non-spiking output's potential averaged over every step
-    steps_sweep: tuple = (8, T)
+    # read beyond T too: a deep network's spikes need timesteps to reach the output
+    steps_sweep: tuple = (8, T, 3 * T)
     eval_batch: int = 8
     rate_examples: int = 16
     spiking: SpikingSettings = SpikingSettings(
@@ -88,9 +89,17 @@ def test_conversion_then_fine_tuning_through_time_segment_real_slices(three_stag
     # the atlas-free floor: predicting no hippocampus anywhere
     empty = dice(np.full_like(outputs["ann"], -10.0), test)
     assert scores["ann"] > empty + 0.05, scores
-    # 16 timesteps of ternary spikes already carry most of the ANN's segmentation ...
-    assert scores["converted"] > empty + 0.02, scores
-    # ... and the spiking layers fired
+    # early-stop conversion: the converted SNN approaches the ANN as it runs longer
+    # (each of its nine spiking layers needs a few steps to charge up, so at 16 steps
+    # the output is still far from the ANN's; at 48 it is close) ...
+    sweep = results["sweeps"]["converted"]
+    with np.errstate(invalid="ignore"):  # a constant output (nothing arrived yet) has none
+        agreement = {t: np.corrcoef(sweep[t].ravel(), outputs["ann"].ravel())[0, 1] for t in sweep}
+    assert agreement[3 * T] > 0.9 and agreement[3 * T] > agreement[T], agreement
+    assert np.isnan(agreement[8]) or agreement[8] < agreement[T], agreement
+    # ... and fine-tuning through time recovers at T steps much of what the early stop lost
+    assert scores["fine-tuned"] > scores["converted"] + 0.05, scores
+    # the spiking layers fired
     rates = results["rates"]["converted"]
     assert 1 < rates["network"] < 1000 and set(rates["layers"]) == set(results["thresholds"])
     # fine-tuning ran through time and kept its best epoch (0 = the converted weights)
