@@ -50,11 +50,9 @@ Without ``.venv-bench/bin/python`` the peer is reported as not installed.
 import nengo_hybrid as nh  # noqa: I001  (first: it quiets TensorFlow)
 
 import argparse
-import gc
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +64,7 @@ import tensorflow as tf
 
 from nengo_hybrid.report import versions
 from nengo_hybrid.stages import write_json
+from step_timing import timed_run  # noqa: E402  (beside this script; shared with the peer)
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
@@ -154,7 +153,8 @@ def write_npz(path, spec, kernels, thresholds, x_seq, target, lr):
 
 
 def load_npz(path):
-    data = np.load(path)
+    with np.load(path) as stored:
+        data = {key: stored[key] for key in stored.files}
     spec = json.loads(str(data["spec"]))
     kernels = [data[f"kernel{i}"] for i in range(sum(1 for l in spec["layers"] if l[0] == "conv"))]
     return spec, kernels, data
@@ -175,76 +175,6 @@ def stored_bytes_per_step(spec, batch):
         if layer[3] == "relu":
             total += h * w * c  # the membrane u'
     return 4 * batch * total
-
-
-# --------------------------------------------------------------------- memory
-def _status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-class PeakMemory:
-    """Peak resident set since the last `reset` (VmHWM, reset through clear_refs)."""
-
-    def __init__(self):
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.resettable = True
-        except OSError:
-            self.resettable = False
-        self.reset()
-
-    def reset(self):
-        if self.resettable:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        self.base = _status("VmRSS")
-
-    def peak(self):
-        if self.resettable:
-            return _status("VmHWM")
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def timed_run(step, repeats, check):
-    """Warm-up (tracing) and ``repeats`` timed steps; memory over both; the forward
-    check at the initial weights.  ``step()`` returns (loss, time-mean output, gradient
-    norm) as numpy values, computed before its update; ``check()`` the spike counts of
-    the initial weights."""
-    gc.collect()
-    mem = PeakMemory()
-    built = mem.base
-    start = time.perf_counter()
-    loss0, out0, grad0 = step()
-    first_s = time.perf_counter() - start
-    peak_first = mem.peak()
-    mem.reset()
-    before_steps = mem.base
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    peak_steps = mem.peak()
-    counts = check() if check is not None else None
-    result = {
-        "times_ms": [1e3 * t for t in times],
-        "best_ms": 1e3 * min(times),
-        "median_ms": 1e3 * statistics.median(times),
-        "first_step_s": first_s,
-        "rss_built_mib": built / MIB,
-        "peak_mib": (max(peak_first, peak_steps) - built) / MIB,
-        "step_peak_mib": (peak_steps - before_steps) / MIB,
-        "memory_probe": "VmHWM reset via clear_refs" if mem.resettable else "ru_maxrss",
-        "loss0": float(loss0),
-        "grad_norm0": float(grad0),
-    }
-    return result, out0, counts
 
 
 # --------------------------------------------------------------------- TF loop
@@ -534,8 +464,9 @@ def main(argv=None):
     print(f"load average before the run: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min) "
           f"on {os.cpu_count()} cores: above ~0.5 other processes share the CPU and the times "
           f"are not trustworthy")
-    print(f"each cell: best / median ms per training step over {args.repeats} steps after one "
-          f"warm-up, every (implementation, T) in a fresh process\n", flush=True)
+    print(f"each cell: best / median ms per training step (forward over T, backward through "
+          f"time, Adam) over {args.repeats} steps after one warm-up, every (implementation, T) "
+          f"in a fresh process; ratios of best times; peak MiB over the built model\n", flush=True)
 
     results = {impl: {} for impl in IMPLS}
     checks = {}

@@ -23,10 +23,8 @@ surrogate is a custom ``torch.autograd.Function``: ``H(x >= 0)`` forward,
 """
 
 import argparse
-import gc
 import json
 import platform
-import statistics
 import sys
 import time
 
@@ -34,6 +32,8 @@ import numpy as np
 import snntorch
 import torch
 from torch import nn
+
+from step_timing import timed_run  # beside this script; shared with surrogate.py
 
 MIB = 2 ** 20
 
@@ -110,37 +110,6 @@ class Network(nn.Module):
         return acc / n_steps, totals
 
 
-def _status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-class PeakMemory:
-    """Peak resident set since the last `reset` (VmHWM, reset through clear_refs)."""
-
-    def __init__(self):
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.resettable = True
-        except OSError:
-            self.resettable = False
-        self.reset()
-
-    def reset(self):
-        if self.resettable:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        self.base = _status("VmRSS")
-
-    def peak(self):
-        if self.resettable:
-            return _status("VmHWM")
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def nhwc_flat(t):
@@ -185,21 +154,7 @@ def main(argv=None):
         opt.step()
         return loss.item(), nhwc_flat(out), norm.item()
 
-    gc.collect()
-    mem = PeakMemory()
-    built = mem.base
-    start = time.perf_counter()
-    loss0, out0, grad0 = step()
-    first_s = time.perf_counter() - start
-    peak_first = mem.peak()
-    mem.reset()
-    before_steps = mem.base
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    peak_steps = mem.peak()
+    result, out0, _ = timed_run(step, args.repeats, None)
 
     arrays = {"out0": out0}
     if args.check:
@@ -210,22 +165,12 @@ def main(argv=None):
     if args.arrays_out:
         np.savez(args.arrays_out, **arrays)
 
-    result = {
-        "times_ms": [1e3 * t for t in times],
-        "best_ms": 1e3 * min(times),
-        "median_ms": 1e3 * statistics.median(times),
-        "first_step_s": first_s,
+    result.update({
         "build_s": build_s,
-        "rss_built_mib": built / MIB,
-        "peak_mib": (max(peak_first, peak_steps) - built) / MIB,
-        "step_peak_mib": (peak_steps - before_steps) / MIB,
-        "memory_probe": "VmHWM reset via clear_refs" if mem.resettable else "ru_maxrss",
-        "loss0": loss0,
-        "grad_norm0": grad0,
         "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "snntorch": snntorch.__version__, "numpy": np.__version__},
-    }
+    })
     sys.stdout.write(json.dumps(result) + "\n")
     return result
 

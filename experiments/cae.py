@@ -105,7 +105,7 @@ PROFILES = {
         max_subjects=28,
         test_fraction=4 / 28,
         filters=(4, 8, 8, 16),
-        ann=TrainSettings(learning_rate=3e-3, epochs=6, batch_size=8),
+        ann=TrainSettings(learning_rate=3e-3, epochs=16, batch_size=8),
         finetune=TrainSettings(learning_rate=1e-3, epochs=2, batch_size=16, n_steps=40, patience=2,
                              validation_fraction=0.05, examples_per_epoch=128),
         eval_steps=40,

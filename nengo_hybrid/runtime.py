@@ -39,7 +39,7 @@ class ConvertedNetwork:
     """
 
     converter: nengo_dl.Converter
-    family: "NeuronFamily"  # noqa: F821 (nengo_hybrid.families)
+    family: object  # a nengo_hybrid.families.NeuronFamily (which imports this module)
     layer_probes: Dict[str, nengo.Probe] = field(default_factory=dict)
 
     @property
