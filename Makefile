@@ -12,7 +12,7 @@ export NENGO_HYBRID_DATA := $(DATA_ABS)
 # the experiment profile: paper (the paper's protocol) or quick (minutes)
 PROFILE ?= paper
 
-.PHONY: setup data locnet cae test demo benchmark bench-env clean
+.PHONY: setup data locnet cae unet test demo benchmark bench-env clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,15 @@ locnet: setup
 cae: setup
 	@test -d "$(DATA_ABS)/msd_hippocampus" || $(MAKE) --no-print-directory data
 	$(PY) experiments/cae.py run --profile $(PROFILE) --data "$(DATA_ABS)" $(ARGS)
+
+# Table 1 and Figures 3-4 of the second paper (the three-stage spiking U-Net on MSD Task04
+# hippocampus, 3 losses, cross-validated by subject).  Without PROFILE on the command line it
+# runs the cpu profile (2 CPU cores, <= 90 minutes) into results/unet_cpu/; PROFILE=paper is
+# the paper's protocol (a GPU job) into results/unet/, PROFILE=quick minutes.
+UNET_PROFILE = $(if $(filter file,$(origin PROFILE)),cpu,$(PROFILE))
+unet: setup
+	@test -d "$(DATA_ABS)/msd_hippocampus" || $(MAKE) --no-print-directory data
+	$(PY) experiments/unet.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
 
 # The whole suite: unit tests, tests on the real data, and every notebook.
 test: setup

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import cae  # noqa: E402
 
+from nengo_hybrid import segmentation  # noqa: E402
 from nengo_hybrid.report import write_benchmark  # noqa: E402
 
 BUDGET_S = 45 * 60
@@ -24,12 +25,12 @@ BUDGET_S = 45 * 60
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cae.add_folder_arguments(parser)
+    segmentation.add_folder_arguments(parser)
     parser.add_argument("--profile", default="paper", choices=sorted(cae.PROFILES))
     parser.add_argument("--out", default="results/benchmarks/cae.json")
     args = parser.parse_args(argv)
     run_dir = Path("results/benchmarks/cae_run")
-    cae.run(cae.PROFILES[args.profile], *cae.folders(args), run_dir)
+    cae.run(cae.PROFILES[args.profile], *segmentation.folders(args), run_dir)
     timings = json.loads((run_dir / "timings.json").read_text())
     write_benchmark(args.out, args.profile, timings, BUDGET_S)
 

@@ -25,7 +25,7 @@ from data_prep.caltech101 import image_ids, load_airplanes
 from nengo_hybrid.models.locnet import build_locnet
 from nengo_hybrid.paths import add_data_argument, data_dir
 from nengo_hybrid.report import versions
-from nengo_hybrid.stages import write_json
+from nengo_hybrid.atomic import write_json
 
 
 def best_time(run, repeats):

@@ -63,7 +63,7 @@ import numpy as np
 import tensorflow as tf
 
 from nengo_hybrid.report import versions
-from nengo_hybrid.stages import write_json
+from nengo_hybrid.atomic import write_json
 from step_timing import timed_run  # noqa: E402  (beside this script; shared with the peer)
 
 ROOT = Path(__file__).resolve().parents[1]

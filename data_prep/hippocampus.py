@@ -43,7 +43,6 @@ Bad input raises one `DataError` naming the file and the problem.  Nothing is wr
 by the loader.
 """
 
-import os
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from nibabel.spatialimages import HeaderDataError
 from tqdm import tqdm
 
 from data_prep.caltech101 import DataError, split_ids
+from nengo_hybrid.atomic import replacing
 
 MSD_IMAGES = Path("imagesTr")
 MSD_LABELS = Path("labelsTr")
@@ -399,6 +399,21 @@ def split_subjects(ids, test_fraction=0.1, seed=0):
     return split_ids(ids, test_fraction, seed)
 
 
+def cross_validation_folds(ids, n_folds=5, seed=0):
+    """Seeded k-fold cross-validation by subject: ``[(train_ids, test_ids)] * n_folds``.
+
+    The ids are shuffled by ``seed`` and dealt into ``n_folds`` test sets whose sizes
+    differ by at most one; every subject is in exactly one test set, and each fold
+    trains on all the others (never on a subject it tests).  Each list is sorted.
+    """
+    ids = sorted(ids)
+    if not 2 <= n_folds <= len(ids):
+        raise ValueError(f"cannot make {n_folds} folds of {len(ids)} subjects")
+    order = np.random.RandomState(seed).permutation(len(ids))
+    tests = [sorted(ids[i] for i in part) for part in np.array_split(order, n_folds)]
+    return [(sorted(set(ids) - set(test)), test) for test in tests]
+
+
 def geometry(subject):
     """The original image of ``subject`` (a `Subject`, a `Volume` or an image path),
     header only, whose ``affine`` and ``shape`` a written mask takes; its orientation
@@ -458,13 +473,7 @@ def save_mask(mask, subject, path):
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii" if path.name.endswith(".nii") else None
     if suffix is None:
         raise ValueError(f"{path}: expected a .nii or .nii.gz file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # nibabel picks the format by the name's ending: the temporary name keeps it
-    tmp = path.with_name(f".{path.name[:-len(suffix)]}.partial-{os.getpid()}{suffix}")
-    try:
+    with replacing(path, suffix) as tmp:
         nib.save(out, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -24,27 +24,22 @@ writes each subject's predicted mask as NIfTI in the grid of its image
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
-import dataclasses
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import tensorflow as tf
-
-from data_prep.hippocampus import load_slices, msd_folders, save_mask, split_subjects, subjects
-from nengo_hybrid import metrics, report
+from data_prep.hippocampus import split_subjects
+from nengo_hybrid import report, segmentation
+from nengo_hybrid.experiment import ExperimentRun, describe_training, finetuning_record
 from nengo_hybrid.losses import BCEDice
-from nengo_hybrid.models.cae import build_cae, mask_probabilities
-from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, resolve_run
-from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages, run_stages, write_json
+from nengo_hybrid.models.cae import build_cae
+from nengo_hybrid.segmentation import FLOOR
+from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages
 
 PAPER = {"ann": 0.8221, "converted": 0.4859, "hybrid": 0.7648}
 PAPER_RATES = {"ann": None, "converted": 708.2347, "hybrid": 731.3800}
 MODELS = ("ann", "converted", "hybrid")
-FLOOR = "atlas"
 
 
 @dataclass(frozen=True)
@@ -117,138 +112,39 @@ PROFILES = {
 }
 
 
-def add_folder_arguments(parser):
-    """``--data DIR`` (the data directory or its ``msd_hippocampus`` folder), or
-    ``--images DIR`` with ``--labels DIR`` (two folders of NIfTI volumes paired by name)."""
-    add_data_argument(parser)
-    parser.add_argument("--images", default=None, help="a folder of NIfTI images (instead of --data)")
-    parser.add_argument("--labels", default=None, help="the folder of their labels, paired by name")
-    return parser
-
-
-def folders(args):
-    """(images, labels) of the command line: ``--images``/``--labels``, else the Decathlon
-    layout under ``--data`` (the data directory or the ``msd_hippocampus`` folder)."""
-    if args.images:
-        return Path(args.images), (Path(args.labels) if args.labels else None)
-    if args.labels:
-        raise SystemExit("--labels needs --images")
-    root = data_dir(args.data)
-    if not (root / "imagesTr").is_dir():
-        root = root / "msd_hippocampus"
-    return msd_folders(root)
-
-
-def load_split(config, images, labels):
-    """Slices of the seeded subject split: (train, test) `Slices`."""
-    ids = [s.id for s in subjects(images, labels)]
-    if config.max_subjects:
-        ids = ids[: config.max_subjects]
-    train_ids, test_ids = split_subjects(ids, config.test_fraction, config.seed)
-    slices = load_slices(images, labels, ids=ids, size=config.size, axis=config.axis,
-                         intensity=config.intensity)
-    return slices.select(train_ids), slices.select(test_ids)
-
-
 def make_model(config, input_shape):
     return build_cae(input_shape, "relu", config.filters, seed=config.seed)
 
 
-def atlas(train):
-    """The floor's prior: the mean of the training subjects' masks at the fixed size."""
-    return np.mean(list(train.restack().values()), axis=0)
-
-
-def atlas_slices(prior, slices, threshold):
-    """The atlas thresholded and cut like ``slices``: one mask per slice, the same for
-    every subject."""
-    cut = np.moveaxis(prior > threshold, slices.axis, 0).astype(np.float32)
-    return cut[slices.slice_index][..., None]
-
-
 def run(config, images, labels, out_dir, resume=False):
-    start_time = time.time()
-    out_dir = Path(out_dir)
-    tf.keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
-    train, test = load_split(config, images, labels)
-    load_s = time.time() - start_time
+    run = ExperimentRun(config, out_dir, resume)
+    with run.timed("load_s"):
+        ids = segmentation.subject_ids(images, labels, config.max_subjects)
+        train_ids, test_ids = split_subjects(ids, config.test_fraction, config.seed)
+        slices = segmentation.load(config, images, labels, ids)
+        train, test = slices.select(train_ids), slices.select(test_ids)
     print(f"{len(train.subjects)} training subjects ({len(train)} slices), {len(test.subjects)} test "
           f"subjects ({len(test)} slices) of {train.images.shape[1:3]}", flush=True)
-    nengo_hybrid.stages.write_run_config(out_dir, dataclasses.asdict(config), resume)
-    write_json(out_dir / "split.json", {
-        "seed": config.seed, "size": config.size, "axis": config.axis,
-        "images": str(images), "labels": str(labels),
-        "train": [s.id for s in train.subjects], "test": [s.id for s in test.subjects]})
-    write_json(out_dir / "versions.json", report.versions())
-    prior = atlas(train)
-    report.save_array(out_dir / "atlas.npy", prior)
+    run.write("split.json", {"seed": config.seed, "size": config.size, "axis": config.axis,
+                             "images": str(images), "labels": str(labels),
+                             "train": [s.id for s in train.subjects], "test": [s.id for s in test.subjects]})
+    prior = segmentation.atlas(train)
+    segmentation.save_atlas(run.out_dir, prior)
 
     model = make_model(config, train.images.shape[1:])
     # early stopping validates on whole training subjects: neighbouring slices of one
     # brain on both sides would make the validation loss optimistic
-    results = run_stages(model, config, train.images, train.masks, test.images, config.loss(),
-                         out_dir, resume=resume, groups=train.subject_ids)
-    records = table(model, config, test, atlas_slices(prior, test, config.atlas_threshold),
-                    results["outputs"], results["rates"])
-    records[-1]["epochs"] = results["finetune_epochs"]
-    records[-1]["best_epoch"] = results["finetune_best_epoch"]
-    timings = dict(results["timings"], load_s=load_s)
-    report_start = time.time()
-    write_report(out_dir, config, records, test, results, results["histories"])
-    timings.update(report_s=time.time() - report_start, total_s=time.time() - start_time)
-    write_json(out_dir / "timings.json", timings)
-    print((out_dir / "table2.md").read_text())
-    print(f"total {timings['total_s'] / 60:.1f} min; results in {out_dir}")
-    return records
-
-
-def probabilities(outputs, shape):
-    """The probability masks ``(n, H, W)`` of a model's logits ``(n, H * W)``."""
-    return mask_probabilities(outputs).reshape((len(outputs),) + tuple(shape))
-
-
-def scores(config, predicted, slices):
-    """Dice of one model's probability masks on labelled ``slices``."""
-    slice_dice = metrics.dice_2d(predicted, slices.masks, threshold=config.threshold)
-    volume_dice = metrics.dice_3d(predicted, slices.masks, slices.subject_ids, threshold=config.threshold)
-    all_2d, on_target = metrics.mean_std(slice_dice.scores), metrics.mean_std(slice_dice.on_target)
-    dice_3d = metrics.mean_std(volume_dice.scores)
-    return {"dice_2d": all_2d["mean"], "dice_2d_std": all_2d["std"],
-            "dice_2d_on_target": on_target["mean"], "dice_2d_on_target_std": on_target["std"],
-            "dice_3d": dice_3d["mean"], "dice_3d_std": dice_3d["std"],
-            "slice_dice": slice_dice.scores}
-
-
-def table(model, config, test, floor_masks, predictions, rates):
-    """Table 2's records: the atlas floor, then ANN, converted and hybrid."""
-    shape = test.images.shape[1:3]
-    records = []
-    for name, masks in [(FLOOR, floor_masks)] + [(m, probabilities(predictions[m], shape)) for m in MODELS]:
-        record = {"model": name, **scores(config, masks, test)}
-        del record["slice_dice"]
-        floor = records[0] if records else record
-        for key, gain in (("dice_2d", "gain_over_floor_2d"), ("dice_2d_on_target", "gain_over_floor_2d_on_target"),
-                          ("dice_3d", "gain_over_floor_3d")):
-            record[gain] = record[key] - floor[key]
-        record.update(paper_dice=PAPER.get(name), paper_firing_rate_hz=PAPER_RATES.get(name),
-                      diff_vs_paper=None if name == FLOOR else record["dice_2d"] - PAPER[name])
-        if name == FLOOR:
-            record.update(firing_rate_hz=None, synaptic_ops=None)
-        else:
-            record.update(report.activity_columns(model, rates, name, config.eval_steps))
-        records.append(record)
+    results = run.stages(model, train.images, train.masks, test.images, config.loss(),
+                         groups=train.subject_ids)
+    with run.timed("report_s"):
+        records = write_report(run.out_dir, model, config, test, prior, results, finetuning_record(results))
+    run.finish("table2")
     return records
 
 
 CAPTION = """\
 Dice on the {n_test} test subjects ({n_slices} slices of {shape} across axis {axis} of volumes
-padded/cropped about their centre to {size}); masks thresholded at probability {threshold}.
-2D Dice: the mean ± std over every slice, where a slice whose ground truth is empty scores 1 if
-the predicted mask is empty too and 0 if it has any foreground; "on target": over the
-{n_target} slices that show hippocampus only. 3D Dice: per subject, the slices stacked.
-`atlas` is the floor: the mean of the training subjects' masks thresholded at
-{atlas_threshold}, predicted for every test subject (it ignores the image); every gain is over it.
+padded/cropped about their centre to {size}). {dice}
 Spiking models (SpikingRectifiedLinear, firing rates scaled by {scale:g}, a {synapse:g} s synapse
 on every neuron's output) run {steps} timesteps, their mask being the sigmoid of the logits
 averaged over the last {window}. Firing rate: spikes per neuron per second over all neurons.
@@ -264,69 +160,45 @@ converted 0.4859 at 708.2 Hz; hybrid 0.7648 at 731.4 Hz; ours − paper compares
 every slice."""
 
 
-def describe_training(settings):
-    """``settings`` (`TrainSettings`) in words, for a caption."""
-    words = f"with Adam at {settings.learning_rate:g} for at most {settings.epochs} epochs"
-    if settings.patience:
-        words += (f", keeping the epoch of least loss on {settings.validation_fraction:.0%} of the "
-                  f"training slices held out as whole subjects and stopping after {settings.patience} without progress")
-    return words
-
-COLUMNS = [("model", "model"), ("dice_2d", "2D Dice"), ("dice_2d_std", "± std"),
-           ("gain_over_floor_2d", "gain over floor"), ("dice_2d_on_target", "2D Dice on target"),
-           ("gain_over_floor_2d_on_target", "gain over floor"), ("dice_3d", "3D Dice"),
-           ("dice_3d_std", "± std"), ("gain_over_floor_3d", "gain over floor"),
-           ("firing_rate_hz", "rate (Hz)"), ("synaptic_ops", "synops/slice"),
-           ("ann_macs", "ANN MACs/slice"), ("energy_j_loihi", "SNN J/slice (Loihi)"),
-           ("energy_j_ann_gpu", "ANN J/slice (GPU)"), ("paper_dice", "paper Dice"),
-           ("diff_vs_paper", "ours − paper"), ("paper_firing_rate_hz", "paper rate (Hz)")]
+COLUMNS = ([("model", "model")] + segmentation.DICE_COLUMNS + segmentation.ACTIVITY_COLUMNS
+           + [("paper_dice", "paper Dice"), ("diff_vs_paper", "ours − paper"),
+              ("paper_firing_rate_hz", "paper rate (Hz)")])
 
 
-def figure_rows(config, slices):
-    """Figure 3's slices: of each of the first test subjects, its slice with the most
-    hippocampus (the central slice where there are no labels)."""
-    rows = []
-    for subject in slices.subjects[: config.figure_slices]:
-        index = np.flatnonzero(slices.subject_ids == subject.id)
-        if slices.masks is None:
-            rows.append(index[len(index) // 2])
-        else:
-            rows.append(index[np.argmax(slices.masks[index].sum(axis=(1, 2, 3)))])
-    return np.array(rows, dtype=int)
-
-
-def write_report(out_dir, config, records, slices, results, histories):
+def write_report(out_dir, model, config, slices, prior, results, finetuning=None):
+    """Table 2 (with labels), Figure 3's masks, firing rates, training curves and Dice
+    against timesteps of one run's ``results`` on ``slices``; returns the records."""
     shape = slices.images.shape[1:3]
-    masks = {m: probabilities(results["outputs"][m], shape) for m in MODELS}
-    rows = figure_rows(config, slices)
-    titles = [f"{slices.subject_ids[k]} slice {slices.slice_index[k]}" for k in rows]
+    floor = None if slices.masks is None else segmentation.atlas_slices(prior, slices, config.atlas_threshold)
+    masks = segmentation.model_masks(results, shape, floor)
     report.firing_rate_bars(results["rates"], out_dir / "firing_rates.png",
                             "CAE: average firing rate per layer")
-    if histories:  # an evaluation trains nothing
-        report.training_curves(histories, out_dir / "training_curves.png")
+    if results.get("histories"):  # an evaluation trains nothing
+        report.training_curves(results["histories"], out_dir / "training_curves.png")
+    segmentation.mask_figure(out_dir / "figure3_masks.png", slices,
+                             {m: v for m, v in masks.items() if m != FLOOR}, config.figure_slices,
+                             config.threshold)
     if slices.masks is None:  # no labels: the masks, no scores
-        report.mask_grid(slices.images[rows], None, {m: v[rows] for m, v in masks.items()},
-                         out_dir / "figure3_masks.png", row_titles=titles)
-        return
-    per_slice = {m: scores(config, v, slices)["slice_dice"] for m, v in masks.items()}
-    report.mask_grid(slices.images[rows], slices.masks[rows], {m: v[rows] for m, v in masks.items()},
-                     out_dir / "figure3_masks.png", scores={m: v[rows] for m, v in per_slice.items()},
-                     row_titles=titles)
+        return None
+    records = segmentation.score_records(model, config, slices, masks, results, config.eval_steps)
+    report.compare_with_floor_and_paper(records, FLOOR, segmentation.GAINS, PAPER, "paper_dice",
+                                        compared="dice_2d", paper_rates=PAPER_RATES)
+    records[-1].update(finetuning or {})
     report.write_table(out_dir, "table2", records, COLUMNS, CAPTION.format(
         n_test=len(slices.subjects), n_slices=len(slices), shape="x".join(map(str, shape)),
-        axis=slices.axis, size="x".join(map(str, slices.size)), threshold=config.threshold,
-        n_target=int((slices.masks.reshape(len(slices), -1) > 0).any(axis=1).sum()),
-        atlas_threshold=config.atlas_threshold, scale=config.scale_firing_rates,
-        synapse=config.synapse, steps=config.eval_steps, window=config.eval_window,
-        ann=describe_training(config.ann), hybrid=describe_training(config.finetune),
-        hybrid_examples=config.finetune.examples_per_epoch or "all", hybrid_done=records[-1].get("epochs", "–"),
-        hybrid_best=records[-1].get("best_epoch", "–")))
-    floor = next(r["dice_2d"] for r in records if r["model"] == FLOOR)
-    sweeps = {model: (config.steps_sweep, [scores(config, probabilities(outputs[t], shape), slices)["dice_2d"]
-                                           for t in config.steps_sweep])
-              for model, outputs in results["sweeps"].items()}
-    report.metric_vs_timesteps(sweeps, out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)",
-                               floor=floor, title="CAE spiking Dice against timesteps")
+        axis=slices.axis, size="x".join(map(str, slices.size)),
+        dice=segmentation.DICE_CAPTION.format(threshold=config.threshold,
+                                              n_target=segmentation.n_on_target(slices),
+                                              atlas_threshold=config.atlas_threshold),
+        scale=config.scale_firing_rates, synapse=config.synapse, steps=config.eval_steps,
+        window=config.eval_window, ann=describe_training(config.ann),
+        hybrid=describe_training(config.finetune),
+        hybrid_examples=config.finetune.examples_per_epoch or "all",
+        hybrid_done=records[-1].get("epochs", "–"), hybrid_best=records[-1].get("best_epoch", "–")))
+    report.metric_vs_timesteps(segmentation.dice_sweep(results["sweeps"], shape, slices, config.threshold),
+                               out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)",
+                               floor=records[0]["dice_2d"], title="CAE spiking Dice against timesteps")
+    return records
 
 
 def evaluate(checkpoint, images, labels, out_dir, mask_model="hybrid"):
@@ -335,28 +207,16 @@ def evaluate(checkpoint, images, labels, out_dir, mask_model="hybrid"):
     predicted mask (of ``mask_model``) as ``out_dir/masks/<subject>.nii.gz``."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     config = report.config_from_json(CAEConfig, json.loads((checkpoint / "config.json").read_text()))
-    slices = load_slices(images, labels, size=config.size, axis=config.axis, intensity=config.intensity)
+    slices = segmentation.load(config, images, labels)
     model = make_model(config, slices.images.shape[1:])
     results = evaluate_stages(model, config, checkpoint, slices.images)
-    predicted = probabilities(results["outputs"][mask_model], slices.images.shape[1:3]) > config.threshold
-    volumes = slices.restack(predicted.astype(np.uint8))
-    written = {}
-    for subject in slices.subjects:
-        path = save_mask(volumes[subject.id], subject, out_dir / "masks" / f"{subject.id}.nii.gz")
-        written[subject.id] = str(path)
-    write_json(out_dir / "evaluated.json", {"images": str(images), "labels": None if labels is None else str(labels),
-                                            "mask_model": mask_model, "masks": written,
-                                            "firing_rate_hz": {m: r["network"] for m, r in results["rates"].items()}})
-    records = None
-    if slices.masks is not None:
-        prior = np.load(checkpoint / "atlas.npy")
-        records = table(model, config, slices, atlas_slices(prior, slices, config.atlas_threshold),
-                        results["outputs"], results["rates"])
-        state = checkpoint / "checkpoints" / "hybrid" / "state.json"
-        if state.exists():
-            training = json.loads(state.read_text())
-            records[-1].update(epochs=training["epoch"], best_epoch=training.get("best_epoch"))
-    write_report(out_dir, config, records, slices, results, {})
+    predicted = segmentation.probabilities(results["outputs"][mask_model], slices.images.shape[1:3])
+    written = segmentation.write_masks(
+        slices, predicted > config.threshold, out_dir, mask_model,
+        extra={"images": str(images), "labels": None if labels is None else str(labels),
+               "firing_rate_hz": {m: r["network"] for m, r in results["rates"].items()}})
+    records = write_report(out_dir, model, config, slices, segmentation.load_atlas(checkpoint), results,
+                           finetuning_record(results))
     if records is not None:
         print((out_dir / "table2.md").read_text())
     print(f"{len(written)} masks ({mask_model}) in {out_dir / 'masks'}")
@@ -364,23 +224,7 @@ def evaluate(checkpoint, images, labels, out_dir, mask_model="hybrid"):
 
 
 def main(argv=None):
-    parser, run_parser, eval_parser = experiment_parser(__doc__, "cae", PROFILES)
-    eval_parser.add_argument("--mask-model", choices=MODELS, default="hybrid",
-                             help="whose masks are written as NIfTI (default: hybrid)")
-    for p in (run_parser, eval_parser):
-        add_folder_arguments(p)
-    args = parser.parse_args(argv)
-
-    images, labels = folders(args)
-    if args.command == "run":
-        if labels is None:
-            raise SystemExit("training needs labels: --labels DIR")
-        config, out = resolve_run(args, "cae", PROFILES)
-        run(config, images, labels, out, resume=args.resume)
-    else:
-        evaluate(args.checkpoint, images, labels, args.out or Path(args.checkpoint) / "evaluate",
-                 args.mask_model)
-    return 0
+    return segmentation.main(argv, __doc__, "cae", PROFILES, run, evaluate, MODELS)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ a trained model on any folder in the official layout.
 
 import nengo_hybrid as nh  # noqa: I001  (first: it quiets TensorFlow)
 
-import dataclasses
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,10 +27,13 @@ from nengo_hybrid import metrics, report
 from nengo_hybrid.augment import BoxAugmentation
 from nengo_hybrid.models.locnet import build_locnet
 from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, resolve_run
-from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages, run_stages, write_json
+from nengo_hybrid.atomic import write_json
+from nengo_hybrid.experiment import ExperimentRun, finetuning_record
+from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages
 
 PAPER = {"ann": 0.8945, "converted": 0.7431, "hybrid": 0.8253}
 PAPER_RATES = {"ann": None, "converted": 174.5583, "hybrid": 137.5238}
+FLOOR = "mean_box"
 
 
 @dataclass(frozen=True)
@@ -127,48 +128,38 @@ def make_model(config, input_shape):
 
 
 def run(config, root, out_dir, resume=False):
-    start_time = time.time()
-    out_dir = Path(out_dir)
-    tf.keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
-    (x_train, y_train, train_ids), (x_test, y_test, test_ids) = load_split(config, root)
+    run = ExperimentRun(config, out_dir, resume)
+    with run.timed("load_s"):
+        (x_train, y_train, train_ids), (x_test, y_test, test_ids) = load_split(config, root)
     print(f"{len(x_train)} training and {len(x_test)} test airplanes of {x_train.shape[1:]}", flush=True)
-    nh.stages.write_run_config(out_dir, dataclasses.asdict(config), resume)
-    write_json(out_dir / "split.json", {"seed": config.seed, "train": train_ids, "test": test_ids})
-    write_json(out_dir / "versions.json", report.versions())
+    run.write("split.json", {"seed": config.seed, "train": train_ids, "test": test_ids})
 
     model = make_model(config, x_train.shape[1:])
-    results = run_stages(model, config, x_train, y_train, x_test, tf.losses.mse, out_dir,
-                         regularization=config.regularization(), augment=config.augmentation(),
-                         resume=resume)
+    results = run.stages(model, x_train, y_train, x_test, tf.losses.mse,
+                         regularization=config.regularization(), augment=config.augmentation())
     floor_box = y_train.mean(axis=0)
-    records = table(model, config, y_test, floor_box, results["outputs"], results["rates"])
-    records[-1]["epochs"] = results["finetune_epochs"]
-    records[-1]["best_epoch"] = results["finetune_best_epoch"]
-    timings = dict(results["timings"], total_s=time.time() - start_time)
-    write_json(out_dir / "timings.json", timings)
-    write_json(out_dir / "floor_box.json", floor_box)
-    write_report(out_dir, config, records, x_test, y_test, results, results["histories"])
-    print((out_dir / "table1.md").read_text())
-    print(f"total {timings['total_s'] / 60:.1f} min; results in {out_dir}")
+    run.write("floor_box.json", floor_box)
+    with run.timed("report_s"):
+        records = table(model, config, y_test, floor_box, results)
+        write_report(run.out_dir, config, records, x_test, y_test, results, results["histories"])
+    run.finish("table1")
     return records
 
 
-def table(model, config, y_test, floor_box, predictions, rates):
+def table(model, config, y_test, floor_box, results):
     """Table 1's records: the floor, then ANN, converted and hybrid."""
     floor_iou = metrics.box_iou(np.tile(floor_box, (len(y_test), 1)), y_test)
-    records = [{"model": "mean_box", "iou": float(floor_iou.mean()), "gain_over_floor": 0.0,
+    records = [{"model": FLOOR, "iou": float(floor_iou.mean()),
                 "frac_iou_ge_0.9": float((floor_iou >= 0.9).mean()), "firing_rate_hz": None,
-                "synaptic_ops": None, "paper_iou": None, "diff_vs_paper": None}]
-    for name, boxes in predictions.items():
+                "synaptic_ops": None}]
+    for name, boxes in results["outputs"].items():
         iou = metrics.box_iou(boxes, y_test)
-        record = {"model": name, "iou": float(iou.mean()),
-                  "gain_over_floor": float(iou.mean() - floor_iou.mean()),
-                  "frac_iou_ge_0.9": float((iou >= 0.9).mean()),
-                  "paper_iou": PAPER[name], "diff_vs_paper": float(iou.mean() - PAPER[name]),
-                  "paper_firing_rate_hz": PAPER_RATES[name]}
-        record.update(report.activity_columns(model, rates, name, config.eval_steps))
+        record = {"model": name, "iou": float(iou.mean()), "frac_iou_ge_0.9": float((iou >= 0.9).mean())}
+        record.update(report.activity_columns(model, results["rates"], name, config.eval_steps))
         records.append(record)
+    report.compare_with_floor_and_paper(records, FLOOR, {"iou": "gain_over_floor"}, PAPER, "paper_iou",
+                                        compared="iou", paper_rates=PAPER_RATES)
+    records[-1].update(finetuning_record(results))
     return records
 
 CAPTION = """\
@@ -200,7 +191,7 @@ def write_report(out_dir, config, records, x_test, y_test, results, histories):
     report.firing_rate_bars(rates, out_dir / "firing_rates.png", "LocNet: average firing rate per layer")
     if histories:  # an evaluation trains nothing
         report.training_curves(histories, out_dir / "training_curves.png")
-    floor = next(r["iou"] for r in records if r["model"] == "mean_box")
+    floor = next(r["iou"] for r in records if r["model"] == FLOOR)
     sweeps = {model: (config.steps_sweep, [float(metrics.box_iou(outputs[t], y_test).mean())
                                            for t in config.steps_sweep])
               for model, outputs in results["sweeps"].items()}
@@ -218,7 +209,7 @@ def evaluate(checkpoint, root, out_dir):
     x, y, ids = load_airplanes(root, config.image_size, None, config.grey)
     model = make_model(config, x.shape[1:])
     results = evaluate_stages(model, config, checkpoint, x)
-    records = table(model, config, y, floor_box, results["outputs"], results["rates"])
+    records = table(model, config, y, floor_box, results)
     out_dir = Path(out_dir)
     write_json(out_dir / "evaluated_ids.json", {"root": str(root), "ids": ids})
     write_report(out_dir, config, records, x, y, results, {})

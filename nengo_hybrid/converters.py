@@ -12,11 +12,18 @@ Keras layer                     Nengo objects
                                 neurons of the layer's activation
 ``Lambda(tf.nn.relu)`` and      ReLU neurons (NengoDL would leave a
 ``tf.nn.relu(keras_tensor)``    ``TensorNode``, which never spikes)
+``Dropout``                     nothing (the identity), or a `DropoutNode` when
+                                the `HybridConverter` is asked for dropout
 ==============================  ==============================================
 
 Their activations go through ``LayerConverter.add_nengo_obj``, so
 ``swap_activations``, ``scale_firing_rates`` and ``synapse`` apply to them exactly as
 to NengoDL's own layers.
+
+Whether a ``Dropout`` layer drops units is a choice per conversion, which NengoDL's
+converter has no option for: `HybridConverter` is ``nengo_dl.Converter`` with one more
+keyword, ``dropout``, that `ConvertDropout` reads (`nengo_hybrid.convert` sets it for
+the rate family only).
 """
 
 import nengo
@@ -169,3 +176,72 @@ class ConvertConv2DTranspose(LayerConverter):
             reason = str(error).rstrip(".")
             return False, f"{layer.name} has no equivalent ConvolutionTranspose: {reason}"
         return True, None
+
+
+class HybridConverter(nengo_dl.Converter):
+    """``nengo_dl.Converter`` that also decides what ``Dropout`` layers become.
+
+    Parameters
+    ----------
+    model : tf.keras.Model
+        As ``nengo_dl.Converter``.
+    dropout : bool
+        True: every ``Dropout`` layer becomes a `DropoutNode`, which drops units while
+        the simulator trains (``sim.fit``) and is the identity at inference.  False
+        (the default, and what a plain ``nengo_dl.Converter`` gives): every
+        ``Dropout`` layer is the identity, with no Nengo object of its own.
+    **kwargs
+        ``nengo_dl.Converter``'s keywords.
+    """
+
+    def __init__(self, model, *, dropout=False, **kwargs):
+        # NengoDL converts the whole model inside __init__, so the layer converters
+        # must find the setting before it runs
+        self.dropout = bool(dropout)
+        super().__init__(model, **kwargs)
+
+
+class DropoutNode(nengo_dl.TensorNode):
+    """The ``TensorNode`` of a Keras ``Dropout`` layer that drops units (made only by
+    `ConvertDropout` for a converter with ``dropout=True``).
+
+    A type of its own, so that `nengo_hybrid.convert` can tell it from the
+    ``TensorNode`` of a layer NengoDL could not convert (which it refuses)."""
+
+
+@nengo_dl.Converter.register(tf.keras.layers.Dropout)
+class ConvertDropout(LayerConverter):
+    r"""Converts ``tf.keras.layers.Dropout``: the identity, or dropout during training.
+
+    NengoDL 3.6 has no converter for the layer and would fall back to a generic
+    ``TensorNode``.  Here the converter's ``dropout`` attribute (`HybridConverter`;
+    False when missing) decides:
+
+    - False: the identity.  The layer's output is its input's Nengo object, as for
+      ``Flatten``; no object or connection is added, so neuron counts, firing rates
+      and synaptic operations see a network without the layer.
+    - True: a `DropoutNode` running a fresh ``Dropout(rate, noise_shape, seed)`` on
+      its input.  NengoDL calls a Keras layer with ``training`` set to the simulator's
+      learning phase, so it zeroes each unit with probability ``rate`` and scales the
+      others by :math:`1 / (1 - \mathrm{rate})` in ``sim.fit``, and passes its input
+      unchanged in ``sim.predict``/``evaluate``, exactly as Keras does.  Its input
+      connection is made like any other layer's (the converter's ``synapse`` if the
+      input is neurons), so the next layer receives what it would without dropout.
+    """
+
+    def convert(self, node_id):
+        if not getattr(self.converter, "dropout", False):
+            return self.get_input_obj(node_id)
+        config = self.layer.get_config()
+        layer = tf.keras.layers.Dropout(
+            config["rate"], noise_shape=config["noise_shape"], seed=config["seed"],
+            name=f"{self.layer.name}_nengo",
+        )
+        output = DropoutNode(
+            layer,
+            shape_in=self.input_shape(node_id),
+            pass_time=False,
+            label=f"{self.layer.name}.dropout",
+        )
+        self.add_connection(node_id, output)
+        return output

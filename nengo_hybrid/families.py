@@ -15,6 +15,9 @@ if         `.IntegrateAndFire`                  – (surrogate-gradient BPTT)
 `convert` is a thin layer over ``nengo_dl.Converter`` (``swap_activations``,
 ``scale_firing_rates``, ``synapse``).  It refuses to return a network in which any
 layer silently kept another neuron type or fell back to a ``TensorNode``.
+
+``Dropout`` layers drop units only in the rate family (the ANN), while it trains; in
+every spiking family they are the identity (`nengo_hybrid.converters.ConvertDropout`).
 """
 
 from dataclasses import dataclass
@@ -25,8 +28,8 @@ import nengo_dl
 import tensorflow as tf
 
 from nengo_hybrid.activations import SoftLIF
-# registers the layer converters NengoDL lacks (Conv2DTranspose, tf.nn.relu)
-from nengo_hybrid.converters import RELU_FUNCTIONS
+# registers the layer converters NengoDL lacks (Conv2DTranspose, tf.nn.relu, Dropout)
+from nengo_hybrid.converters import RELU_FUNCTIONS, DropoutNode, HybridConverter
 from nengo_hybrid.neurons import HybridSoftLIF, HybridSpikingRectifiedLinear, IntegrateAndFire
 from nengo_hybrid.runtime import ConvertedNetwork
 
@@ -170,7 +173,8 @@ def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed
         seed gives the same spikes.
     allow_tensor_nodes : bool
         Allow layers that NengoDL can only run as a ``TensorNode``.  Off by default:
-        such a layer would keep its Keras nonlinearity and never spike.
+        such a layer would keep its Keras nonlinearity and never spike.  (The
+        ``TensorNode`` of a rate family's ``Dropout`` layer is always allowed.)
 
     Raises
     ------
@@ -179,8 +183,13 @@ def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed
     """
     family = get_family(family)
     swaps = _swap_map(model, family)
-    converter = nengo_dl.Converter(
+    # Dropout regularises the ANN's training (the rate family: active in sim.fit, the
+    # identity in predict/evaluate) and is the identity in every SNN: a spike train
+    # with dropped spikes is not the converted network, and a spiking family fine-tunes
+    # or evaluates the network the ANN learned
+    converter = HybridConverter(
         model,
+        dropout=not family.spiking,
         swap_activations=swaps,
         scale_firing_rates=scale_firing_rates,
         synapse=synapse,
@@ -238,7 +247,11 @@ def _check_family(converter, family, swaps, allow_tensor_nodes):
             + "; ".join(wrong)
         )
     if not allow_tensor_nodes:
-        tensor_nodes = [n.label for n in converter.net.all_nodes if isinstance(n, nengo_dl.TensorNode)]
+        # a DropoutNode is only made for a rate family (see convert) and has no neurons
+        tensor_nodes = [
+            n.label for n in converter.net.all_nodes
+            if isinstance(n, nengo_dl.TensorNode) and type(n) is not DropoutNode
+        ]
         if tensor_nodes:
             raise ConversionError(
                 f"layers left as TensorNodes (they would not use {family.name!r} neurons): "

@@ -2,9 +2,9 @@
 NOTEBOOK OUT_DIR``."""
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
+
+from nengo_hybrid.atomic import replacing
 
 
 def execute(notebook, out_dir, timeout=1800):
@@ -19,13 +19,9 @@ def execute(notebook, out_dir, timeout=1800):
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
     )
     client.execute()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".ipynb.tmp")
-    with os.fdopen(fd, "w") as f:
-        nbformat.write(nb, f)
-    target = out_dir / notebook.name
-    os.replace(tmp, target)
+    target = Path(out_dir) / notebook.name
+    with replacing(target, ".ipynb") as tmp:
+        nbformat.write(nb, str(tmp))
     return target
 
 

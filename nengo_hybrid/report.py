@@ -2,9 +2,7 @@
 
 import csv
 import io
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -13,28 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nengo_hybrid.stages import write_json  # noqa: E402
-
-
-def write_text(path, text):
-    """Write text atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+from nengo_hybrid.atomic import replacing, save_array, write_json, write_text  # noqa: E402, F401
 
 
 def save_figure(fig, path):
     """Save a matplotlib figure as PNG atomically and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with replacing(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def versions():
@@ -65,6 +49,42 @@ def _fmt(value, digits=4):
     return str(value)
 
 
+def compare_with_floor_and_paper(records, floor, gains, paper, paper_key, compared,
+                                 paper_rates=None):
+    """Add to every record its gain over the floor row and the paper's numbers beside
+    ours (in place; returns ``records``).
+
+    Parameters
+    ----------
+    records : list of dict
+        One per model (``record["model"]``), the floor's among them.
+    floor : str
+        The floor row's model name: what a model that ignores its input scores.
+    gains : dict
+        ``{metric: column}``: ``record[column] = record[metric] - floor[metric]``.
+    paper : dict
+        ``{model: value}``, the paper's number for each model it reports (a model
+        not in it gets None).
+    paper_key : str
+        The column the paper's number goes in (e.g. ``"paper_dice"``).
+    compared : str
+        Our metric that the paper's number is comparable with: ``diff_vs_paper =
+        record[compared] - paper[model]`` (None where the paper has no number).
+    paper_rates : dict, optional
+        ``{model: Hz}``, the paper's firing rates (``paper_firing_rate_hz``).
+    """
+    floor_record = next(r for r in records if r["model"] == floor)
+    for record in records:
+        for metric, column in gains.items():
+            record[column] = record[metric] - floor_record[metric]
+        theirs = paper.get(record["model"])
+        record[paper_key] = theirs
+        record["diff_vs_paper"] = None if theirs is None else record[compared] - theirs
+        if paper_rates is not None:
+            record["paper_firing_rate_hz"] = paper_rates.get(record["model"])
+    return records
+
+
 def write_table(out_dir, name, records, columns, caption):
     """Write ``records`` (a list of dicts) as ``name``.json, .csv and .md.
 
@@ -88,8 +108,10 @@ def write_table(out_dir, name, records, columns, caption):
     write_text(out_dir / f"{name}.md", "\n".join(lines) + "\n\n" + caption.strip() + "\n")
 
 
-def firing_rate_bars(rates_by_model, path, title):
-    """Bars of each layer's average firing rate, one group per layer, one bar per model."""
+def firing_rate_bars(rates_by_model, path, title, thresholds=None):
+    """Bars of each layer's average firing rate, one group per layer, one bar per model;
+    with ``thresholds`` ({layer: v}, e.g. balanced ones) each layer's threshold is
+    written under its name (the second paper's Figure 4)."""
     models = list(rates_by_model)
     layers = list(next(iter(rates_by_model.values()))["layers"])
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * (len(layers) + 1)), 3.5))
@@ -98,7 +120,10 @@ def firing_rate_bars(rates_by_model, path, title):
         rates = rates_by_model[model]
         values = [rates["layers"][name] for name in layers] + [rates["network"]]
         ax.bar(np.arange(len(layers) + 1) + (k - (len(models) - 1) / 2) * width, values, width, label=model)
-    ax.set_xticks(np.arange(len(layers) + 1), layers + ["network"], rotation=30)
+    names = [f"{name}\nv={thresholds[name]:.3g}" if thresholds and name in thresholds else name
+             for name in layers]
+    ax.set_xticks(np.arange(len(layers) + 1), names + ["network"], rotation=30,
+                  fontsize=8 if thresholds else None)
     ax.set(ylabel="average firing rate (Hz)", title=title)
     ax.legend()
     save_figure(fig, path)
@@ -164,16 +189,6 @@ def box_grid(images, true_boxes, predicted, path, ious=None, columns=4):
             ax.set_title(" ".join(f"{m[:4]} {v[i]:.2f}" for m, v in ious.items()), fontsize=7)
     fig.legend(loc="lower center", ncol=len(predicted) + 1)
     save_figure(fig, path)
-
-
-def save_array(path, array):
-    """Save ``array`` as ``.npy`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, np.asarray(array))
-    os.replace(tmp, path)
 
 
 def config_from_json(cls, data):

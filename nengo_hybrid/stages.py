@@ -11,10 +11,8 @@ Keras callback after every epoch, atomically (new files, then a renamed state fi
 """
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from nengo_hybrid.atomic import json_default, replacing, write_json
 from nengo_hybrid.balancing import apply_thresholds, balance_thresholds
 from nengo_hybrid.encoding import draw_seed
 from nengo_hybrid.families import convert, get_family
@@ -61,6 +60,15 @@ class TrainSettings:
         The validation quantity early stopping watches: by default the task loss alone
         (``val_output_loss``), since the total also holds the firing-rate terms; a
         network with no other loss logs only ``val_loss``, used then.
+    plateau_patience : int or None
+        Reduce the learning rate on a plateau (PyTorch's and Keras' ReduceLROnPlateau):
+        after this many epochs in which the monitored loss (the validation one, else
+        the training loss) has not fallen below its best by 1e-4, the rate is
+        multiplied by ``plateau_factor``, never below ``plateau_min_lr``.  The
+        schedule's state is part of the checkpoint, so a resumed run follows it
+        exactly.  None: a constant rate.
+    plateau_factor, plateau_min_lr : float
+        See ``plateau_patience``.
     """
 
     learning_rate: float
@@ -72,26 +80,9 @@ class TrainSettings:
     seed: int = 0
     examples_per_epoch: Optional[int] = None
     monitor: str = "val_output_loss"
-
-
-def write_json(path, data):
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    plateau_patience: Optional[int] = None
+    plateau_factor: float = 0.1
+    plateau_min_lr: float = 1e-6
 
 
 def _batches(n, batch_size):
@@ -224,6 +215,7 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     saver = EpochCheckpoint(run_dir, sim, optimizer_checkpoint, state)
     stopper = _EarlyStoppingState(state, run_dir, sim, settings.monitor)
+    schedule = _PlateauSchedule(state, optimizer, settings)
     if n_val and state["epoch"] == 0:
         # the starting weights are the first candidate: fine-tuning that never beats
         # them on validation returns them, not its least bad epoch
@@ -240,7 +232,7 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         sim.fit(
             data(shuffled, epoch_rng, draw=epoch + 1), epochs=epoch + 1,
             initial_epoch=epoch, shuffle=False, validation_data=validation,
-            callbacks=[stopper, saver],
+            callbacks=[stopper, schedule, saver],
             verbose=verbose,
         )
     if settings.patience and (run_dir / "best.npz").exists():
@@ -359,7 +351,7 @@ def _differences(old, new, prefix=""):
 
 
 def _as_json(value):
-    return json.loads(json.dumps(value, default=_json_default))
+    return json.loads(json.dumps(value, default=json_default))
 
 
 def _describe(differences):
@@ -391,9 +383,43 @@ class _EarlyStoppingState(tf.keras.callbacks.Callback):
         if self.state["best"] is not None and val >= self.state["best"]:
             return False
         self.state.update(best=float(val), wait=0, best_epoch=epoch + 1)
-        self.sim.save_params(self.run_dir / "best.tmp")
-        os.replace(self.run_dir / "best.tmp.npz", self.run_dir / "best.npz")
+        with replacing(self.run_dir / "best.npz") as tmp:
+            # NengoDL appends ".npz" to the name it is given
+            self.sim.save_params(tmp.with_suffix(""))
         return True
+
+
+class _PlateauSchedule(tf.keras.callbacks.Callback):
+    """ReduceLROnPlateau whose state (rate, best loss, epochs waited) lives in the
+    checkpoint's state, so that a resumed run continues the same schedule (runs before
+    `EpochCheckpoint`).  The rate is set before every epoch from the state."""
+
+    MIN_DELTA = 1e-4
+
+    def __init__(self, state, optimizer, settings):
+        super().__init__()
+        self.state, self.optimizer, self.settings = state, optimizer, settings
+        self.state.setdefault("learning_rate", float(settings.learning_rate))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.optimizer.learning_rate.assign(self.state["learning_rate"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.state["history"].setdefault("learning_rate", []).append(self.state["learning_rate"])
+        if not self.settings.plateau_patience:
+            return
+        value = logs.get(self.settings.monitor, logs.get("val_loss", logs.get("loss")))
+        best = self.state.get("plateau_best")
+        if best is None or value < best - self.MIN_DELTA:
+            self.state.update(plateau_best=float(value), plateau_wait=0)
+            return
+        self.state["plateau_wait"] = self.state.get("plateau_wait", 0) + 1
+        if self.state["plateau_wait"] >= self.settings.plateau_patience:
+            self.state["learning_rate"] = max(self.state["learning_rate"] * self.settings.plateau_factor,
+                                              self.settings.plateau_min_lr)
+            self.state["plateau_wait"] = 0
+            print(f"learning rate reduced to {self.state['learning_rate']:g}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -661,13 +687,20 @@ def input_rate_hz(config, x):
 
 def evaluate_stages(model, config, run_dir, x):
     """The three models of a finished `run_stages` in ``run_dir`` evaluated on ``x``
-    (same keys as `run_stages`, without histories)."""
+    (same keys as `run_stages`, without histories and timings; ``finetune_epochs`` and
+    ``finetune_best_epoch`` None if the run's checkpoints are not there)."""
     run_dir = Path(run_dir)
     name = spiking_settings(config).finetuned_name
     thresholds = load_thresholds(run_dir)
     converted = spiking_evaluation(model, config, run_dir / "ann", x, thresholds)
     tuned = spiking_evaluation(model, config, run_dir / name, x, thresholds)
+    # how fine-tuning went, from its checkpoint's state (absent if the run was copied
+    # without its checkpoints)
+    state_path = run_dir / "checkpoints" / name / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
     return {
+        "finetune_epochs": state.get("epoch"),
+        "finetune_best_epoch": state.get("best_epoch"),
         "outputs": {"ann": ann_outputs(model, config, run_dir / "ann", x),
                     "converted": converted["outputs"], name: tuned["outputs"]},
         "sweeps": {"converted": converted["sweep"], name: tuned["sweep"]},

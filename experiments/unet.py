@@ -1,0 +1,334 @@
+"""The three-stage spiking U-Net on hippocampus MRI slices: the second paper's Table 1 and
+Figures 3 and 4 (ANN -> early-stop conversion to integrate-and-fire neurons -> surrogate-
+gradient fine-tuning through time), for three losses, cross-validated by subject.
+
+    python experiments/unet.py run [--profile cpu|paper|quick] [--data DIR | --images DIR
+                                   --labels DIR] [--out DIR] [--resume]
+    python experiments/unet.py evaluate --checkpoint results/unet [--data DIR | --images DIR
+                                        [--labels DIR]] [--loss bce_dice] [--fold 0]
+                                        [--mask-model fine_tuned] [--out DIR]
+
+``run`` deals the subjects of the Medical Segmentation Decathlon's Task04 Hippocampus into
+five folds (seeded; ``folds.json``), and for every fold it runs and every loss (BCE, Dice,
+BCE-Dice) trains the U-Net as an ANN on the other folds' subjects, balances the thresholds
+of its integrate-and-fire conversion, fine-tunes the converted SNN through time, and scores
+the three models and the atlas floor on the fold's test subjects (``cells/fold<k>/<loss>/``,
+resumable).  Table 1 pools the test subjects of every fold run.  ``evaluate`` runs one
+trained cell on any folder of volumes and writes its NIfTI masks.
+
+The profiles: ``paper``, the paper's protocol (a GPU job); ``cpu`` (``make unet``), the same
+table on 2 CPU cores within 90 minutes, cutting what the caption says; ``quick``, minutes.
+"""
+
+import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
+
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Tuple
+
+from data_prep.hippocampus import cross_validation_folds
+from nengo_hybrid import report, segmentation
+from nengo_hybrid.atomic import write_json
+from nengo_hybrid.experiment import ExperimentRun, describe_training, finetuning_record, seed_everything
+from nengo_hybrid.losses import BCEDice, BinaryCrossEntropy, DiceLoss
+from nengo_hybrid.models.unet import build_unet
+from nengo_hybrid.segmentation import FLOOR
+from nengo_hybrid.stages import Balancing, SpikingSettings, TrainSettings, evaluate_stages
+
+LOSSES = ("bce", "dice", "bce_dice")
+MODELS = ("ann", "converted", "fine_tuned")
+# The paper's Table 1 (ADNI right-hippocampus crops) is an image in the text we have:
+# its numbers cannot be put beside ours (see the caption)
+PAPER = {}
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Every setting of a U-Net run; the ``paper`` profile is the paper's protocol."""
+
+    # sagittal slices of 56 x 40 (volumes padded/cropped about their centre)
+    size: tuple = (40, 56, 40)
+    axis: int = 0
+    # zero-mean intensities in [-1, 1]: ternary input spikes (the paper's segmentation
+    # networks); "unit" gives [0, 1] and binary spikes
+    intensity: str = "zero_mean"
+    max_subjects: int = 0  # 0: every subject
+    folds: int = 5
+    run_folds: Tuple[int, ...] = ()  # the folds trained and tested; (): all of them
+    test_subjects: int = 0  # 0: every test subject of a fold; else its first ones
+    seed: int = 0
+    filters: tuple = (16, 32, 64)
+    dropout: float = 0.2
+    losses: Tuple[str, ...] = LOSSES
+    bce_weight: float = 0.3  # BCE-Dice = 0.3 BCE + 0.7 Dice
+    dice_weight: float = 0.7
+    smooth: float = 1e-5  # the Dice loss's epsilon
+    # Adam at 1e-3 with ReduceLROnPlateau; 100 epochs, early stopping on whole
+    # validation subjects carved from the training ones; batch 26
+    ann: TrainSettings = TrainSettings(learning_rate=1e-3, epochs=100, batch_size=26, patience=10,
+                                       validation_fraction=0.1, plateau_patience=4, plateau_factor=0.5)
+    # surrogate-gradient BPTT at the conversion's T, up to 35 epochs
+    finetune: TrainSettings = TrainSettings(learning_rate=1e-3, epochs=35, batch_size=26, n_steps=200,
+                                            patience=5, validation_fraction=0.1, plateau_patience=2,
+                                            plateau_factor=0.5)
+    # integrate-and-fire neurons need no synapse; their rates are not rescaled
+    synapse: float = None
+    scale_firing_rates: float = None
+    # the early-stop conversion's T: every spiking model is read as the output's
+    # membrane potential averaged over all of its T steps
+    eval_steps: int = 200
+    eval_window: int = 200
+    steps_sweep: tuple = (25, 50, 100, 150, 200)
+    eval_batch: int = 26
+    rate_examples: int = 208
+    spiking: SpikingSettings = SpikingSettings(
+        converted_family="if", finetuned_family="if", finetuned_name="fine_tuned", encoding="poisson",
+        balancing=Balancing(examples=208, percentile=99.9, scale=1.0, batch_size=26))
+    threshold: float = 0.5
+    atlas_threshold: float = 0.5
+    figure_slices: int = 6
+    figure_loss: str = "bce_dice"  # Figures 3 and 4 show this loss's first fold
+    # what this profile cuts from the paper's protocol, for the caption
+    departures: str = ""
+
+    def loss(self, name):
+        """The task loss ``name`` (on logits)."""
+        return {"bce": lambda: BinaryCrossEntropy(),
+                "dice": lambda: DiceLoss(smooth=self.smooth),
+                "bce_dice": lambda: BCEDice(self.bce_weight, self.dice_weight, smooth=self.smooth)}[name]()
+
+    def fold_indices(self):
+        return self.run_folds or tuple(range(self.folds))
+
+
+PAPER_PROFILE = UNetConfig()
+PROFILES = {
+    "paper": PAPER_PROFILE,
+    # 2 CPU cores, <= 90 minutes, < 16 GB: see benchmarks/surrogate.py for the costs
+    "cpu": replace(
+        PAPER_PROFILE,
+        run_folds=(0,),
+        test_subjects=12,
+        ann=replace(PAPER_PROFILE.ann, epochs=12, patience=3, plateau_patience=2),
+        finetune=replace(PAPER_PROFILE.finetune, epochs=3, batch_size=8, n_steps=40, patience=2,
+                         validation_fraction=0.03, examples_per_epoch=160, plateau_patience=1),
+        eval_steps=40, eval_window=40, steps_sweep=(10, 20, 40, 80, 200), eval_batch=26,
+        rate_examples=104,
+        spiking=replace(PAPER_PROFILE.spiking, balancing=Balancing(examples=104, percentile=99.9,
+                                                                    batch_size=26)),
+        departures=("fold 0 of 5 only, tested on its first 12 subjects; the ANN at most 12 epochs; "
+                    "the conversion, fine-tuning and evaluation at T = 40 timesteps instead of 200 "
+                    "(the converted SNN is also read at 80 and 200 in the timestep figure); "
+                    "fine-tuning on 160 slices an epoch for at most 3 epochs, minibatches of 8")),
+    "quick": replace(
+        PAPER_PROFILE,
+        max_subjects=20, folds=5, run_folds=(0, 1), filters=(4, 8, 8), losses=("bce", "bce_dice"),
+        ann=TrainSettings(learning_rate=3e-3, epochs=6, batch_size=16),
+        finetune=TrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, n_steps=12,
+                               examples_per_epoch=48),
+        eval_steps=12, eval_window=12, steps_sweep=(6, 12, 24), eval_batch=16, rate_examples=32,
+        spiking=replace(PAPER_PROFILE.spiking, balancing=Balancing(examples=32, percentile=99.9,
+                                                                    batch_size=16)),
+        figure_slices=3, figure_loss="bce_dice",
+        departures="20 subjects, 2 of 5 folds, 2 losses, a small U-Net, minutes of training"),
+}
+
+
+def make_model(config, input_shape):
+    return build_unet(input_shape, "relu", config.filters, dropout=config.dropout, seed=config.seed)
+
+
+def run(config, images, labels, out_dir, resume=False):
+    run = ExperimentRun(config, out_dir, resume)
+    with run.timed("load_s"):
+        ids = segmentation.subject_ids(images, labels, config.max_subjects)
+        slices = segmentation.load(config, images, labels, ids)
+    folds = cross_validation_folds(ids, config.folds, config.seed)
+    run.write("folds.json", {"seed": config.seed, "images": str(images), "labels": str(labels),
+                             "run_folds": list(config.fold_indices()), "test_subjects": config.test_subjects,
+                             "folds": [{"train": train, "test": test} for train, test in folds]})
+    cells = {}
+    for fold in config.fold_indices():
+        train_ids, test_ids = folds[fold]
+        train, test = slices.select(train_ids), slices.select(test_ids[:config.test_subjects or None])
+        prior = segmentation.atlas(train)
+        for loss in config.losses:
+            print(f"== fold {fold}, {loss}: {len(train.subjects)} training subjects ({len(train)} slices), "
+                  f"{len(test.subjects)} test subjects ({len(test)} slices)", flush=True)
+            cells[fold, loss] = run_cell(run, config, fold, loss, train, test, prior)
+    with run.timed("report_s"):
+        records = write_table(run.out_dir, config, cells)
+    run.finish("table1")
+    return records
+
+
+def run_cell(run, config, fold, loss, train, test, prior):
+    """One fold and loss: the three stages, scored on the fold's test subjects; a
+    finished cell is read back when the run resumes."""
+    folder = run.out_dir / "cells" / f"fold{fold}" / loss
+    if run.resume and (folder / "scores.json").exists():
+        return json.loads((folder / "scores.json").read_text())
+    # seeded from the configuration alone, not from the cells run before it
+    seed_everything(config.seed)
+    segmentation.save_atlas(folder, prior)
+    model = make_model(config, train.images.shape[1:])
+    results = run.stages(model, train.images, train.masks, test.images, config.loss(loss),
+                         folder=folder.relative_to(run.out_dir), prefix=f"fold{fold}_{loss}_",
+                         groups=train.subject_ids)
+    floor = segmentation.atlas_slices(prior, test, config.atlas_threshold)
+    masks = segmentation.model_masks(results, test.images.shape[1:3], floor)
+    cell = {"fold": fold, "loss": loss, "thresholds": results["thresholds"],
+            "finetuning": finetuning_record(results), "timings": results["timings"],
+            "models": segmentation.cell_scores(model, config, test, masks, results, config.eval_steps),
+            "dice_vs_timesteps": segmentation.dice_sweep(results["sweeps"], test.images.shape[1:3], test,
+                                                         config.threshold)}
+    write_cell_figures(folder, config, test, masks, results, loss)
+    write_json(folder / "scores.json", cell)
+    return cell
+
+
+def write_cell_figures(folder, config, slices, masks, results, loss):
+    """Figure 3 (masks), Figure 4 (rates per layer with thresholds), training curves and
+    Dice against timesteps of one cell."""
+    segmentation.mask_figure(folder / "figure3_masks.png", slices,
+                             {m: masks[m] for m in ("converted", "fine_tuned")}, config.figure_slices,
+                             config.threshold)
+    report.firing_rate_bars(results["rates"], folder / "figure4_firing_rates.png",
+                            f"U-Net ({loss}): average firing rate per layer, v = threshold",
+                            thresholds=results["thresholds"])
+    report.training_curves(results["histories"], folder / "training_curves.png")
+    report.metric_vs_timesteps(segmentation.dice_sweep(results["sweeps"], slices.images.shape[1:3], slices,
+                                                       config.threshold),
+                               folder / "dice_vs_timesteps.png", "2D Dice (all slices)",
+                               floor=segmentation.scores(masks[FLOOR], slices, config.threshold)["dice_2d"],
+                               title=f"U-Net ({loss}) spiking Dice against timesteps")
+
+
+COLUMNS = ([("loss", "loss"), ("model", "model")] + segmentation.DICE_COLUMNS
+           + [("timesteps", "T")] + segmentation.ACTIVITY_COLUMNS)
+
+CAPTION = """\
+Table 1 of the three-stage pipeline: the U-Net (filters {filters}, no bias, average pooling,
+dropout {dropout} in the ANN only) on MSD Task04 hippocampus, sagittal slices of {shape}
+({intensity} intensities: {coding} Poisson input spikes), {n_folds}-fold cross-validation by
+subject; pooled over the test subjects of fold(s) {run_folds} ({n_subjects} subjects, {n_slices}
+slices). {dice} Mean ± std over those subjects (3D) and slices (2D); per-fold values in
+table1.json. The SNNs are integrate-and-fire neurons (reset by subtraction) with thresholds
+balanced at the {percentile}th percentile of each layer's input on {n_balance} training slices,
+read as the output layer's potential averaged over T = {steps} timesteps. ANN {ann}; fine-tuning
+by surrogate-gradient backpropagation through time, {finetune}. BCE-Dice = {bce_weight} BCE +
+{dice_weight} Dice, Dice ε = {smooth:g}. Departures from the paper's protocol in this profile:
+{departures}. The paper's Table 1 (ADNI right-hippocampus crops of 24×56×48) is an image in the
+text we have, so its numbers are not beside ours; its text reports converted SNNs well below
+their ANNs and fine-tuned SNNs close to them, Dice loss slightly ahead."""
+
+
+def write_table(out_dir, config, cells):
+    """Table 1 (CSV, JSON, Markdown): the atlas floor, then for each loss its ANN,
+    converted and fine-tuned SNN pooled over the folds run; Figures 3 and 4 and the
+    timestep curves copied to the top of the run."""
+    records = []
+    for loss in config.losses:
+        by_fold = [cells[fold, loss] for fold in config.fold_indices()]
+        models = [cell["models"] for cell in by_fold]
+        if not records:  # the atlas is the same whatever the loss
+            records.append(dict(segmentation.pooled_record(models, FLOOR), loss=None, timesteps=None))
+        for name in MODELS:
+            record = dict(segmentation.pooled_record(models, name), loss=loss,
+                          timesteps=None if name == "ann" else config.eval_steps)
+            if name == "fine_tuned":
+                record["finetuning"] = [cell["finetuning"] for cell in by_fold]
+            records.append(record)
+    floor = records[0]
+    for record in records:
+        for metric, gain in segmentation.GAINS.items():
+            record[gain] = record[metric] - floor[metric]
+        record["paper_dice"] = PAPER.get((record["loss"], record["model"]))
+    any_cell = next(iter(cells.values()))
+    n_subjects, n_slices = floor["n_subjects"], floor["n_slices"]
+    shape = "x".join(map(str, segmentation_shape(config)))
+    report.write_table(out_dir, "table1", records, COLUMNS, CAPTION.format(
+        filters=config.filters, dropout=config.dropout, shape=shape, intensity=config.intensity,
+        coding="ternary" if config.intensity == "zero_mean" else "binary", n_folds=config.folds,
+        run_folds=", ".join(map(str, config.fold_indices())), n_subjects=n_subjects, n_slices=n_slices,
+        dice=segmentation.DICE_CAPTION.format(threshold=config.threshold,
+                                              n_target=sum(sum(c["models"][FLOOR]["has_target"])
+                                                           for c in cells.values()) // len(config.losses),
+                                              atlas_threshold=config.atlas_threshold),
+        percentile=config.spiking.balancing.percentile, n_balance=config.spiking.balancing.examples,
+        steps=config.eval_steps, ann=describe_training(config.ann),
+        finetune=describe_training(config.finetune), bce_weight=config.bce_weight,
+        dice_weight=config.dice_weight, smooth=config.smooth, departures=config.departures or "none"))
+    write_json(out_dir / "thresholds.json", {f"fold{c['fold']}/{c['loss']}": c["thresholds"]
+                                             for c in cells.values()})
+    figure_cell = out_dir / "cells" / f"fold{config.fold_indices()[0]}" / config.figure_loss
+    for name in ("figure3_masks.png", "figure4_firing_rates.png"):
+        if (figure_cell / name).exists():
+            write_bytes(out_dir / name, (figure_cell / name).read_bytes())
+    report.metric_vs_timesteps(
+        {f"{c['loss']} {m}": tuple(curve) for c in cells.values() if c["fold"] == any_cell["fold"]
+         for m, curve in c["dice_vs_timesteps"].items()},
+        out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)", floor=floor["dice_2d"],
+        title=f"U-Net spiking Dice against timesteps (fold {any_cell['fold']})")
+    return records
+
+
+def segmentation_shape(config):
+    """The slice shape of ``config``: ``size`` without its cut axis."""
+    return tuple(n for axis, n in enumerate(config.size) if axis != config.axis)
+
+
+def write_bytes(path, data):
+    from nengo_hybrid.atomic import replacing
+
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def evaluate(checkpoint, images, labels, out_dir, mask_model="fine_tuned", loss="bce_dice", fold=0):
+    """Run the cell (``fold``, ``loss``) of a trained run on every volume in ``images``
+    (labels optional): NIfTI masks of ``mask_model`` in each image's grid, and with labels
+    the table of every model on that folder (``evaluation.{csv,json,md}``)."""
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    config = report.config_from_json(UNetConfig, json.loads((checkpoint / "config.json").read_text()))
+    cell_dir = checkpoint / "cells" / f"fold{fold}" / loss
+    if not (cell_dir / "fine_tuned.npz").exists():
+        raise SystemExit(f"{cell_dir}: no trained cell for fold {fold} and loss {loss!r} in {checkpoint}")
+    slices = segmentation.load(config, images, labels)
+    model = make_model(config, slices.images.shape[1:])
+    results = evaluate_stages(model, config, cell_dir, slices.images)
+    predicted = segmentation.probabilities(results["outputs"][mask_model], slices.images.shape[1:3])
+    written = segmentation.write_masks(slices, predicted > config.threshold, out_dir, mask_model,
+                                       extra={"images": str(images), "labels": labels and str(labels),
+                                              "checkpoint": str(checkpoint), "fold": fold, "loss": loss})
+    if slices.masks is not None:
+        floor = segmentation.atlas_slices(segmentation.load_atlas(cell_dir), slices, config.atlas_threshold)
+        masks = segmentation.model_masks(results, slices.images.shape[1:3], floor)
+        cell = segmentation.cell_scores(model, config, slices, masks, results, config.eval_steps)
+        records = [dict(segmentation.pooled_record([cell], name), loss=None if name == FLOOR else loss,
+                        timesteps=None if name in (FLOOR, "ann") else config.eval_steps) for name in masks]
+        report.compare_with_floor_and_paper(records, FLOOR, segmentation.GAINS, PAPER, "paper_dice",
+                                            compared="dice_2d")
+        report.write_table(out_dir, "evaluation", records, COLUMNS, (
+            f"Fold {fold}'s {loss} models of {checkpoint} on {len(slices.subjects)} subjects of {images}; "
+            + segmentation.DICE_CAPTION.format(threshold=config.threshold,
+                                               n_target=segmentation.n_on_target(slices),
+                                               atlas_threshold=config.atlas_threshold)))
+        print((out_dir / "evaluation.md").read_text())
+    segmentation.mask_figure(out_dir / "figure3_masks.png", slices,
+                             {m: v for m, v in segmentation.model_masks(results, slices.images.shape[1:3]).items()
+                              if m != "ann"}, config.figure_slices, config.threshold)
+    print(f"{len(written)} masks ({mask_model}) in {out_dir / 'masks'}")
+    return written
+
+
+def main(argv=None):
+    return segmentation.main(argv, __doc__, "unet", PROFILES, run, evaluate, MODELS, evaluate_options=[
+        ("--loss", {"choices": LOSSES, "default": "bce_dice", "help": "the trained loss (default: bce_dice)"}),
+        ("--fold", {"type": int, "default": 0, "help": "the trained fold (default: 0)"})])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
