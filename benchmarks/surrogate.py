@@ -1,8 +1,9 @@
 """Time and memory of one surrogate-gradient training step through time (BPTT).
 
-What is compared, on one small convolutional network (``--network small``: input
-56x40x1, Conv2D(16, 3, same, ReLU) -> AveragePooling2D(2) -> Conv2D(32, 3, same, ReLU)
--> Conv2D(1, 1, linear), no biases; minibatch 8) at T = 25, 50, 100, 200 timesteps:
+What is compared, on one small convolutional network (``--network small``, the default:
+input 56x40x1, Conv2D(16, 3, same, ReLU) -> AveragePooling2D(2) -> Conv2D(32, 3, same,
+ReLU) -> Conv2D(1, 1, linear), no biases; minibatch 8) at T = 25, 50, 100, 200 timesteps,
+or on the paper's U-Net (``--network unet``, below):
 
 ``nengo_if``  the package's integrate-and-fire family: ``nh.convert(model, "if")``,
               each layer's ``IntegrateAndFire(threshold=v, amplitude=v)``, the
@@ -45,6 +46,31 @@ so it lives in a benchmark-only virtual environment that CI never builds::
     .venv/bin/python benchmarks/surrogate.py [--steps 25 50 100 200] [--repeats 5]
 
 Without ``.venv-bench/bin/python`` the peer is reported as not installed.
+
+The U-Net (``--network unet``) is the paper's segmentation network,
+``nengo_hybrid.models.unet.build_unet(input_shape=(56, 40, 1), activation="relu",
+filters=FILTERS, dropout=0.0)`` with its own seeded (He uniform) initial weights:
+``--filters 16 32 64`` (the default, the paper profile's) or ``8 16 32`` (the cpu
+profile's); no biases, 2x2 average pooling, stride-2 2x2 ``Conv2DTranspose`` upsampling
+(ReLU, so spiking too), skip connections by ``Concatenate`` and a linear 1x1 output.
+Every ReLU layer (convolutions and transposed convolutions) becomes an IF layer with
+its own threshold, set as above from a Keras model whose outputs are the ReLU network's
+activations of every such layer (so through the concatenations).  Compared:
+
+``nengo_if``  as for ``small``: ``nh.convert(model, "if")``, the same per-layer
+              ``IntegrateAndFire(threshold=v, amplitude=v)``, the unrolled simulator.
+``tf_loop``   the same IF equations by hand, walking the Keras graph each timestep
+              (``tf.nn.conv2d`` / ``avg_pool2d`` / ``conv2d_transpose`` with the Keras
+              kernel layout (kh, kw, out, in) and an explicit output shape / ``concat``).
+``snntorch``  not implemented for the U-Net (the peer script runs sequential networks
+              only); reported as such, not as an error.
+
+The forward passes of ``nengo_if`` and ``tf_loop`` are checked against each other as
+for ``small``; per T the table gives ms per training step (best / median) of both,
+their ratio and the peak memory, and the line fitted over T the MiB (bytes) each
+timestep costs.  Writes ``results/benchmarks/surrogate_unet.json``::
+
+    .venv/bin/python benchmarks/surrogate.py --network unet --steps 10 20 40 --batch 8
 """
 
 import nengo_hybrid as nh  # noqa: I001  (first: it quiets TensorFlow)
@@ -62,6 +88,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from nengo_hybrid.models.unet import build_unet
 from nengo_hybrid.report import versions
 from nengo_hybrid.atomic import write_json
 from step_timing import timed_run  # noqa: E402  (beside this script; shared with the peer)
@@ -74,14 +101,17 @@ DT = 0.001
 GAMMA = 0.3
 MIB = 2 ** 20
 
-# layers: ("conv", filters, kernel, "relu" (spiking) or "linear"), ("pool", size)
+# layers: ("conv", filters, kernel, "relu" (spiking) or "linear"), ("pool", size);
+# "model": "unet" is `build_unet` with the spec's "filters" (set from --filters)
 NETWORKS = {
     "small": {
         "input_shape": (56, 40, 1),
         "layers": [("conv", 16, 3, "relu"), ("pool", 2), ("conv", 32, 3, "relu"),
                    ("conv", 1, 1, "linear")],
     },
+    "unet": {"model": "unet", "input_shape": (56, 40, 1)},
 }
+UNET_FILTERS = (16, 32, 64)  # the paper profile's; the cpu profile's is 8 16 32
 
 # agreement demanded of the forward passes: relative difference of the initial loss,
 # and the fraction of neurons whose spike count differs.  Rounding differs between the
@@ -94,6 +124,9 @@ TOL_PEER = 1e-4
 
 # --------------------------------------------------------------------- the problem
 def keras_model(spec):
+    if spec.get("model") == "unet":
+        return build_unet(input_shape=tuple(spec["input_shape"]), activation="relu",
+                          filters=tuple(spec["filters"]), dropout=0.0)
     inp = tf.keras.Input(spec["input_shape"])
     x = inp
     n_conv = n_pool = 0
@@ -110,6 +143,7 @@ def keras_model(spec):
 
 
 def conv_names(model):
+    """Every layer with a kernel (``Conv2DTranspose`` is a ``Conv2D`` too), in model order."""
     return [layer.name for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)]
 
 
@@ -123,7 +157,9 @@ def make_problem(spec, batch, max_steps, rate, encoding, seed):
     """Weights, thresholds, inputs and target shared by every implementation."""
     rng = np.random.default_rng(seed)
     model = keras_model(spec)
-    for layer in model.layers:
+    # the sequential networks get Glorot uniform weights from the seed; the U-Net keeps
+    # its own seeded initialisers
+    for layer in model.layers if "layers" in spec else []:
         if isinstance(layer, tf.keras.layers.Conv2D):
             kh, kw, cin, cout = layer.kernel.shape
             limit = np.sqrt(6 / (kh * kw * (cin + cout)))  # Glorot uniform
@@ -135,11 +171,15 @@ def make_problem(spec, batch, max_steps, rate, encoding, seed):
         x_seq = (rng.uniform(size=(batch, max_steps) + image.shape[1:]) < image[:, None]).astype(np.float32)
     # the ReLU network's activations: with A = v an IF layer's mean output is the ReLU
     # of its mean input, so v = mean activation x dt / rate gives about `rate` spikes
-    # per neuron and timestep
+    # per neuron and timestep.  A Keras model with every spiking layer's output as an
+    # output, so any graph (the U-Net's concatenations) is covered
     names = spiking_names(model)
     probe = tf.keras.Model(model.input, [model.get_layer(n).output for n in names] + [model.output])
     acts = probe.predict(image, verbose=0)
     thresholds = np.array([float(a.mean()) * DT / rate for a in acts[:-1]], dtype=np.float32)
+    if not (thresholds > 0).all():
+        silent = [n for n, v in zip(names, thresholds) if not v > 0]
+        raise ValueError(f"layers {silent} are silent in the ReLU network: no threshold")
     out = acts[-1]
     target = (rng.standard_normal(out.shape) * out.std()).astype(np.float32)
     kernels = [model.get_layer(n).kernel.numpy() for n in conv_names(model)]
@@ -156,25 +196,57 @@ def load_npz(path):
     with np.load(path) as stored:
         data = {key: stored[key] for key in stored.files}
     spec = json.loads(str(data["spec"]))
-    kernels = [data[f"kernel{i}"] for i in range(sum(1 for l in spec["layers"] if l[0] == "conv"))]
+    kernels = [data[f"kernel{i}"] for i in range(sum(1 for key in data if key.startswith("kernel")))]
     return spec, kernels, data
 
 
-def stored_bytes_per_step(spec, batch):
+def stored_bytes_per_step(model, batch):
     """float32 values one timestep must keep for the backward pass at least: the input
-    of every convolution (its kernel's gradient) and every spiking layer's membrane
-    (the surrogate's argument)."""
-    h, w, c = spec["input_shape"]
+    of every convolution, transposed ones included (its kernel's gradient), and every
+    spiking layer's membrane (the surrogate's argument)."""
+    spiking = set(spiking_names(model))
     total = 0
-    for layer in spec["layers"]:
-        if layer[0] == "pool":
-            h, w = h // layer[1], w // layer[1]
-            continue
-        total += h * w * c  # the convolution's input
-        c = layer[1]
-        if layer[3] == "relu":
-            total += h * w * c  # the membrane u'
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.Conv2D):
+            total += int(np.prod(layer.input_shape[1:]))  # the convolution's input
+            if layer.name in spiking:
+                total += int(np.prod(layer.output_shape[1:]))  # the membrane u'
     return 4 * batch * total
+
+
+def layer_graph(model):
+    """The model's layers in model (topological) order, each a dict: name, op ("input",
+    "conv", "conv_transpose", "pool", "concat"), the names of its inputs, whether it
+    spikes, and the op's parameters (``kernel``: index into `conv_names`)."""
+    inbound = {c["name"]: [node[0] for node in c["inbound_nodes"][0]] if c["inbound_nodes"] else []
+               for c in model.get_config()["layers"]}
+    spiking = set(spiking_names(model))
+    kernels = {name: i for i, name in enumerate(conv_names(model))}
+    graph = []
+    for layer in model.layers:
+        node = {"name": layer.name, "inputs": inbound[layer.name], "spiking": layer.name in spiking}
+        if isinstance(layer, tf.keras.layers.InputLayer):
+            node["op"] = "input"
+        elif isinstance(layer, tf.keras.layers.Conv2DTranspose):
+            assert layer.dilation_rate == (1, 1) and layer.data_format == "channels_last"
+            node.update(op="conv_transpose", kernel=kernels[layer.name], strides=layer.strides,
+                        padding=layer.padding.upper(), output_shape=tuple(layer.output_shape[1:]))
+        elif isinstance(layer, tf.keras.layers.Conv2D):
+            assert layer.dilation_rate == (1, 1) and layer.data_format == "channels_last"
+            node.update(op="conv", kernel=kernels[layer.name], strides=layer.strides,
+                        padding=layer.padding.upper())
+        elif isinstance(layer, tf.keras.layers.AveragePooling2D):
+            node.update(op="pool", size=layer.pool_size, strides=layer.strides,
+                        padding=layer.padding.upper())
+        elif isinstance(layer, tf.keras.layers.Concatenate):
+            node.update(op="concat", axis=layer.axis)
+        else:
+            raise NotImplementedError(f"layer {layer.name}: {type(layer).__name__}")
+        if layer.name in spiking and node["op"] not in ("conv", "conv_transpose"):
+            raise NotImplementedError(f"layer {layer.name}: spiking {node['op']}")
+        graph.append(node)
+    assert graph[-1]["name"] == model.output_names[0], "the output must be the last layer"
+    return graph
 
 
 # --------------------------------------------------------------------- TF loop
@@ -189,36 +261,48 @@ def make_spike(v, gamma):
     return spike
 
 
-def tf_forward(spec, kernels, x_seq, thresholds, amplitudes, n_steps, counts=False):
-    """The unrolled loop: time-averaged output (and per-neuron spike counts)."""
+def tf_forward(graph, kernels, x_seq, thresholds, amplitudes, n_steps, counts=False):
+    """The unrolled loop over the layers of `layer_graph`: time-averaged output (and
+    per-neuron spike counts of the spiking layers, in model order)."""
     spikes = [make_spike(float(v), GAMMA) for v in thresholds]
     state = [None] * len(thresholds)
     total = [None] * len(thresholds)
+    batch = x_seq.shape[0]
     acc = None
     for t in range(n_steps):
-        h = x_seq[:, t]
-        k = s = 0
-        for layer in spec["layers"]:
-            if layer[0] == "pool":
-                h = tf.nn.avg_pool2d(h, layer[1], layer[1], "VALID")
-                continue
-            J = tf.nn.conv2d(h, kernels[k], 1, "SAME")
-            k += 1
-            if layer[3] != "relu":
-                h = J
-                continue
-            u = J * DT if state[s] is None else state[s] + J * DT
-            o = spikes[s](u - float(thresholds[s]))
-            state[s] = u - float(thresholds[s]) * tf.stop_gradient(o)
-            h = o * (float(amplitudes[s]) / DT)
-            if counts:
-                total[s] = o if total[s] is None else total[s] + o
-            s += 1
-        acc = h if acc is None else acc + h
+        values = {}
+        s = 0
+        for node in graph:
+            inputs = [values[name] for name in node["inputs"]]
+            op = node["op"]
+            if op == "input":
+                h = x_seq[:, t]
+            elif op == "pool":
+                h = tf.nn.avg_pool2d(inputs[0], node["size"], node["strides"], node["padding"])
+            elif op == "concat":
+                h = tf.concat(inputs, axis=node["axis"])
+            elif op == "conv":
+                h = tf.nn.conv2d(inputs[0], kernels[node["kernel"]], node["strides"], node["padding"])
+            else:  # Keras kernel (kh, kw, out, in): conv2d_transpose's own layout
+                h = tf.nn.conv2d_transpose(inputs[0], kernels[node["kernel"]],
+                                           (batch,) + node["output_shape"], node["strides"],
+                                           node["padding"])
+            if node["spiking"]:
+                J = h
+                u = J * DT if state[s] is None else state[s] + J * DT
+                o = spikes[s](u - float(thresholds[s]))
+                state[s] = u - float(thresholds[s]) * tf.stop_gradient(o)
+                h = o * (float(amplitudes[s]) / DT)
+                if counts:
+                    total[s] = o if total[s] is None else total[s] + o
+                s += 1
+            values[node["name"]] = h
+        acc = h if acc is None else acc + h  # the last layer: the output
     return acc / n_steps, total
 
 
 def build_tf_loop(spec, kernels, data, n_steps):
+    graph = layer_graph(keras_model(spec))
     x_seq = tf.constant(data["x_seq"][:, :n_steps])
     target = tf.constant(data["target"])
     thresholds, amplitudes = data["thresholds"], data["amplitudes"]
@@ -228,7 +312,7 @@ def build_tf_loop(spec, kernels, data, n_steps):
     @tf.function
     def train_step(x_seq, target):
         with tf.GradientTape() as tape:
-            out, _ = tf_forward(spec, variables, x_seq, thresholds, amplitudes, n_steps)
+            out, _ = tf_forward(graph, variables, x_seq, thresholds, amplitudes, n_steps)
             loss = tf.reduce_mean(tf.square(out - target))
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables))
@@ -240,7 +324,7 @@ def build_tf_loop(spec, kernels, data, n_steps):
 
     def check():
         consts = [tf.constant(k) for k in kernels]
-        _, counts = tf.function(lambda: tf_forward(spec, consts, x_seq, thresholds, amplitudes,
+        _, counts = tf.function(lambda: tf_forward(graph, consts, x_seq, thresholds, amplitudes,
                                                    n_steps, counts=True))()
         return [c.numpy().reshape(len(c), -1) for c in counts]
 
@@ -415,6 +499,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed steps after the warm-up")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--network", choices=sorted(NETWORKS), default="small")
+    parser.add_argument("--filters", type=int, nargs="+", default=list(UNET_FILTERS),
+                        help="the U-Net's channels per level, the last the bottleneck's "
+                             "(--network unet only; the cpu profile's: 8 16 32)")
     parser.add_argument("--rate", type=float, default=0.2,
                         help="target spikes per neuron and timestep that sets the thresholds")
     parser.add_argument("--encoding", choices=["repeat", "poisson"], default="repeat",
@@ -427,7 +514,8 @@ def main(argv=None):
     parser.add_argument("--skip", nargs="*", default=[], choices=IMPLS)
     parser.add_argument("--peer-threads", type=int, default=2,
                         help="torch.set_num_threads of the snnTorch peer (TensorFlow uses every core)")
-    parser.add_argument("--out", default="results/benchmarks/surrogate.json")
+    parser.add_argument("--out", default=None, help="the JSON written (default: "
+                        "results/benchmarks/surrogate.json, surrogate_unet.json for the U-Net)")
     # internal: one configuration in a fresh process
     parser.add_argument("--child", choices=["tf_loop", "nengo_if"], help=argparse.SUPPRESS)
     parser.add_argument("--npz", help=argparse.SUPPRESS)
@@ -437,7 +525,10 @@ def main(argv=None):
     if args.child:
         return run_child(args)
 
-    spec = NETWORKS[args.network]
+    unet = NETWORKS[args.network].get("model") == "unet"
+    spec = dict(NETWORKS[args.network], filters=list(args.filters)) if unet else NETWORKS[args.network]
+    if args.out is None:
+        args.out = "results/benchmarks/" + ("surrogate_unet.json" if unet else "surrogate.json")
     steps = sorted(set(args.steps))
     check_steps = set(steps[:1] if args.check_steps is None else args.check_steps)
     model, kernels, thresholds, x_seq, target = make_problem(
@@ -445,16 +536,29 @@ def main(argv=None):
     spiking = spiking_names(model)
     impls = [i for i in IMPLS if i not in args.skip]
     peer = "snntorch" in impls
-    peer_status = "installed" if PEER_PYTHON.exists() else "not installed (make bench-env)"
-    if peer and not PEER_PYTHON.exists():
+    if unet:  # the peer script runs sequential networks only
+        peer_status = "not implemented for the U-Net"
+    else:
+        peer_status = "installed" if PEER_PYTHON.exists() else "not installed (make bench-env)"
+    if peer and (unet or not PEER_PYTHON.exists()):
         impls.remove("snntorch")
+    # the table's implementations: no snnTorch columns for the U-Net
+    shown = [i for i in IMPLS if not (unet and i == "snntorch")]
+    short = {"tf_loop": "tf", "nengo_if": "if", "snntorch": "snn"}
+    table_ratios = [(a, b) for a, b in (("nengo_if", "tf_loop"), ("nengo_if", "snntorch"))
+                    if a in shown and b in shown]
 
-    floor_bytes = stored_bytes_per_step(spec, args.batch)
+    floor_bytes = stored_bytes_per_step(model, args.batch)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; GPU: "
           f"{bool(tf.config.list_physical_devices('GPU'))}; {platform.platform()}")
     vers = versions()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k != "machine"))
-    print(f"network {args.network}: input {spec['input_shape']}, layers {spec['layers']}; "
+    if unet:
+        layout = (f"U-Net filters {spec['filters']} (build_unet, dropout 0), "
+                  f"{len(spiking)} spiking layers {spiking}, linear output {model.output_names[0]}")
+    else:
+        layout = f"layers {spec['layers']}"
+    print(f"network {args.network}: input {spec['input_shape']}, {layout}; "
           f"{model.count_params()} weights; batch {args.batch}; input {args.encoding}")
     print(f"IF neurons: dt {DT}, surrogate gamma {GAMMA}, thresholds = amplitudes "
           + ", ".join(f"{n} {v:.4g}" for n, v in zip(spiking, thresholds))
@@ -473,8 +577,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         npz = str(Path(tmp) / "problem.npz")
         write_npz(npz, spec, kernels, thresholds, x_seq, target, args.lr)
-        header = (f"{'T':>4} | {'tf_loop ms':>17} | {'nengo_if ms':>17} | {'snntorch ms':>17} | "
-                  f"{'if/tf':>6} | {'if/snn':>6} | peak MiB tf / if / snn")
+        header = (f"{'T':>4} | " + "".join(f"{i + ' ms':>17} | " for i in shown)
+                  + "".join(f"{short[a] + '/' + short[b]:>6} | " for a, b in table_ratios)
+                  + "peak MiB " + " / ".join(short[i] for i in shown))
         print(header)
         print("-" * len(header))
         for n_steps in steps:
@@ -487,11 +592,11 @@ def main(argv=None):
             def ratio(a, b):
                 return ok[a]["best_ms"] / ok[b]["best_ms"] if a in ok and b in ok else None
 
-            r1, r2 = ratio("nengo_if", "tf_loop"), ratio("nengo_if", "snntorch")
-            mems = " / ".join(f"{ok[i]['peak_mib']:.0f}" if i in ok else "-" for i in IMPLS)
-            print(f"{n_steps:>4} | {fmt_ms(row['tf_loop'])} | {fmt_ms(row['nengo_if'])} | "
-                  f"{fmt_ms(row['snntorch'])} | {'-' if r1 is None else f'{r1:6.2f}':>6} | "
-                  f"{'-' if r2 is None else f'{r2:6.2f}':>6} | {mems}", flush=True)
+            rs = [ratio(a, b) for a, b in table_ratios]
+            mems = " / ".join(f"{ok[i]['peak_mib']:.0f}" if i in ok else "-" for i in shown)
+            print(f"{n_steps:>4} | " + "".join(f"{fmt_ms(row[i])} | " for i in shown)
+                  + "".join(f"{'-' if r is None else f'{r:6.2f}':>6} | " for r in rs)
+                  + mems, flush=True)
             if "tf_loop" in ok:
                 for impl in ("nengo_if", "snntorch"):
                     if impl in ok:
@@ -599,6 +704,7 @@ def main(argv=None):
     out = {
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "network": args.network,
+        **({"filters": list(args.filters)} if unet else {}),
         "spec": spec,
         "batch": args.batch,
         "steps": steps,
