@@ -22,26 +22,18 @@ table on 2 CPU cores within 90 minutes, cutting what the caption says; ``quick``
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
-import json
 import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Tuple
 
-from data_prep.hippocampus import cross_validation_folds
-from nengo_hybrid import report, segmentation
-from nengo_hybrid.atomic import write_json
-from nengo_hybrid.experiment import ExperimentRun, describe_training, finetuning_record, seed_everything
+from nengo_hybrid import crossval, segmentation
+from nengo_hybrid.crossval import MODELS
+from nengo_hybrid.experiment import describe_training
 from nengo_hybrid.losses import BCEDice, BinaryCrossEntropy, DiceLoss
 from nengo_hybrid.models.unet import build_unet
-from nengo_hybrid.segmentation import FLOOR
-from nengo_hybrid.stages import Balancing, SpikingSettings, TrainSettings, evaluate_stages
+from nengo_hybrid.stages import Balancing, SpikingSettings, TrainSettings
 
 LOSSES = ("bce", "dice", "bce_dice")
-MODELS = ("ann", "converted", "fine_tuned")
-# The paper's Table 1 (ADNI right-hippocampus crops) is an image in the text we have:
-# its numbers cannot be put beside ours (see the caption)
-PAPER = {}
 
 
 @dataclass(frozen=True)
@@ -145,73 +137,13 @@ def make_model(config, input_shape):
 
 
 def run(config, images, labels, out_dir, resume=False):
-    run = ExperimentRun(config, out_dir, resume)
-    with run.timed("load_s"):
-        ids = segmentation.subject_ids(images, labels, config.max_subjects)
-        slices = segmentation.load(config, images, labels, ids)
-    folds = cross_validation_folds(ids, config.folds, config.seed)
-    run.write("folds.json", {"seed": config.seed, "images": str(images), "labels": str(labels),
-                             "run_folds": list(config.fold_indices()), "test_subjects": config.test_subjects,
-                             "folds": [{"train": train, "test": test} for train, test in folds]})
-    cells = {}
-    for fold in config.fold_indices():
-        train_ids, test_ids = folds[fold]
-        train, test = slices.select(train_ids), slices.select(test_ids[:config.test_subjects or None])
-        prior = segmentation.atlas(train)
-        for loss in config.losses:
-            print(f"== fold {fold}, {loss}: {len(train.subjects)} training subjects ({len(train)} slices), "
-                  f"{len(test.subjects)} test subjects ({len(test)} slices)", flush=True)
-            cells[fold, loss] = run_cell(run, config, fold, loss, train, test, prior)
-    with run.timed("report_s"):
-        records = write_table(run.out_dir, config, cells)
-    run.finish("table1")
-    return records
+    return crossval.run(config, images, labels, out_dir, make_model, caption, resume=resume)
 
 
-def run_cell(run, config, fold, loss, train, test, prior):
-    """One fold and loss: the three stages, scored on the fold's test subjects; a
-    finished cell is read back when the run resumes."""
-    folder = run.out_dir / "cells" / f"fold{fold}" / loss
-    if run.resume and (folder / "scores.json").exists():
-        return json.loads((folder / "scores.json").read_text())
-    # seeded from the configuration alone, not from the cells run before it
-    seed_everything(config.seed)
-    segmentation.save_atlas(folder, prior)
-    model = make_model(config, train.images.shape[1:])
-    results = run.stages(model, train.images, train.masks, test.images, config.loss(loss),
-                         folder=folder.relative_to(run.out_dir), prefix=f"fold{fold}_{loss}_",
-                         groups=train.subject_ids)
-    floor = segmentation.atlas_slices(prior, test, config.atlas_threshold)
-    masks = segmentation.model_masks(results, test.images.shape[1:3], floor)
-    cell = {"fold": fold, "loss": loss, "thresholds": results["thresholds"],
-            "finetuning": finetuning_record(results), "timings": results["timings"],
-            "models": segmentation.cell_scores(model, config, test, masks, results, config.eval_steps),
-            "dice_vs_timesteps": segmentation.dice_sweep(results["sweeps"], test.images.shape[1:3], test,
-                                                         config.threshold)}
-    write_cell_figures(folder, config, test, masks, results, loss)
-    write_json(folder / "scores.json", cell)
-    return cell
+def evaluate(checkpoint, images, labels, out_dir, mask_model="fine_tuned", loss="bce_dice", fold=0):
+    return crossval.evaluate(UNetConfig, make_model, checkpoint, images, labels, out_dir, mask_model,
+                             loss, fold)
 
-
-def write_cell_figures(folder, config, slices, masks, results, loss):
-    """Figure 3 (masks), Figure 4 (rates per layer with thresholds), training curves and
-    Dice against timesteps of one cell."""
-    segmentation.mask_figure(folder / "figure3_masks.png", slices,
-                             {m: masks[m] for m in ("converted", "fine_tuned")}, config.figure_slices,
-                             config.threshold)
-    report.firing_rate_bars(results["rates"], folder / "figure4_firing_rates.png",
-                            f"U-Net ({loss}): average firing rate per layer, v = threshold",
-                            thresholds=results["thresholds"])
-    report.training_curves(results["histories"], folder / "training_curves.png")
-    report.metric_vs_timesteps(segmentation.dice_sweep(results["sweeps"], slices.images.shape[1:3], slices,
-                                                       config.threshold),
-                               folder / "dice_vs_timesteps.png", "2D Dice (all slices)",
-                               floor=segmentation.scores(masks[FLOOR], slices, config.threshold)["dice_2d"],
-                               title=f"U-Net ({loss}) spiking Dice against timesteps")
-
-
-COLUMNS = ([("loss", "loss"), ("model", "model")] + segmentation.DICE_COLUMNS
-           + [("timesteps", "T")] + segmentation.ACTIVITY_COLUMNS)
 
 CAPTION = """\
 Table 1 of the three-stage pipeline: the U-Net (filters {filters}, no bias, average pooling,
@@ -229,103 +161,21 @@ text we have, so its numbers are not beside ours; its text reports converted SNN
 their ANNs and fine-tuned SNNs close to them, Dice loss slightly ahead."""
 
 
-def write_table(out_dir, config, cells):
-    """Table 1 (CSV, JSON, Markdown): the atlas floor, then for each loss its ANN,
-    converted and fine-tuned SNN pooled over the folds run; Figures 3 and 4 and the
-    timestep curves copied to the top of the run."""
-    records = []
-    for loss in config.losses:
-        by_fold = [cells[fold, loss] for fold in config.fold_indices()]
-        models = [cell["models"] for cell in by_fold]
-        if not records:  # the atlas is the same whatever the loss
-            records.append(dict(segmentation.pooled_record(models, FLOOR), loss=None, timesteps=None))
-        for name in MODELS:
-            record = dict(segmentation.pooled_record(models, name), loss=loss,
-                          timesteps=None if name == "ann" else config.eval_steps)
-            if name == "fine_tuned":
-                record["finetuning"] = [cell["finetuning"] for cell in by_fold]
-            records.append(record)
-    floor = records[0]
-    for record in records:
-        for metric, gain in segmentation.GAINS.items():
-            record[gain] = record[metric] - floor[metric]
-        record["paper_dice"] = PAPER.get((record["loss"], record["model"]))
-    any_cell = next(iter(cells.values()))
-    n_subjects, n_slices = floor["n_subjects"], floor["n_slices"]
-    shape = "x".join(map(str, segmentation_shape(config)))
-    report.write_table(out_dir, "table1", records, COLUMNS, CAPTION.format(
-        filters=config.filters, dropout=config.dropout, shape=shape, intensity=config.intensity,
-        coding="ternary" if config.intensity == "zero_mean" else "binary", n_folds=config.folds,
-        run_folds=", ".join(map(str, config.fold_indices())), n_subjects=n_subjects, n_slices=n_slices,
-        dice=segmentation.DICE_CAPTION.format(threshold=config.threshold,
-                                              n_target=sum(sum(c["models"][FLOOR]["has_target"])
-                                                           for c in cells.values()) // len(config.losses),
+def caption(config, floor, n_target):
+    """Table 1's caption for ``config``, its pooled ``floor`` record and the number of
+    test slices showing hippocampus."""
+    shape = [n for axis, n in enumerate(config.size) if axis != config.axis]
+    return CAPTION.format(
+        filters=config.filters, dropout=config.dropout, shape="x".join(map(str, shape)),
+        intensity=config.intensity, coding="ternary" if config.intensity == "zero_mean" else "binary",
+        n_folds=config.folds, run_folds=", ".join(map(str, config.fold_indices())),
+        n_subjects=floor["n_subjects"], n_slices=floor["n_slices"],
+        dice=segmentation.DICE_CAPTION.format(threshold=config.threshold, n_target=n_target,
                                               atlas_threshold=config.atlas_threshold),
         percentile=config.spiking.balancing.percentile, n_balance=config.spiking.balancing.examples,
         steps=config.eval_steps, ann=describe_training(config.ann),
         finetune=describe_training(config.finetune), bce_weight=config.bce_weight,
-        dice_weight=config.dice_weight, smooth=config.smooth, departures=config.departures or "none"))
-    write_json(out_dir / "thresholds.json", {f"fold{c['fold']}/{c['loss']}": c["thresholds"]
-                                             for c in cells.values()})
-    figure_cell = out_dir / "cells" / f"fold{config.fold_indices()[0]}" / config.figure_loss
-    for name in ("figure3_masks.png", "figure4_firing_rates.png"):
-        if (figure_cell / name).exists():
-            write_bytes(out_dir / name, (figure_cell / name).read_bytes())
-    report.metric_vs_timesteps(
-        {f"{c['loss']} {m}": tuple(curve) for c in cells.values() if c["fold"] == any_cell["fold"]
-         for m, curve in c["dice_vs_timesteps"].items()},
-        out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)", floor=floor["dice_2d"],
-        title=f"U-Net spiking Dice against timesteps (fold {any_cell['fold']})")
-    return records
-
-
-def segmentation_shape(config):
-    """The slice shape of ``config``: ``size`` without its cut axis."""
-    return tuple(n for axis, n in enumerate(config.size) if axis != config.axis)
-
-
-def write_bytes(path, data):
-    from nengo_hybrid.atomic import replacing
-
-    with replacing(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def evaluate(checkpoint, images, labels, out_dir, mask_model="fine_tuned", loss="bce_dice", fold=0):
-    """Run the cell (``fold``, ``loss``) of a trained run on every volume in ``images``
-    (labels optional): NIfTI masks of ``mask_model`` in each image's grid, and with labels
-    the table of every model on that folder (``evaluation.{csv,json,md}``)."""
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    config = report.config_from_json(UNetConfig, json.loads((checkpoint / "config.json").read_text()))
-    cell_dir = checkpoint / "cells" / f"fold{fold}" / loss
-    if not (cell_dir / "fine_tuned.npz").exists():
-        raise SystemExit(f"{cell_dir}: no trained cell for fold {fold} and loss {loss!r} in {checkpoint}")
-    slices = segmentation.load(config, images, labels)
-    model = make_model(config, slices.images.shape[1:])
-    results = evaluate_stages(model, config, cell_dir, slices.images)
-    predicted = segmentation.probabilities(results["outputs"][mask_model], slices.images.shape[1:3])
-    written = segmentation.write_masks(slices, predicted > config.threshold, out_dir, mask_model,
-                                       extra={"images": str(images), "labels": labels and str(labels),
-                                              "checkpoint": str(checkpoint), "fold": fold, "loss": loss})
-    if slices.masks is not None:
-        floor = segmentation.atlas_slices(segmentation.load_atlas(cell_dir), slices, config.atlas_threshold)
-        masks = segmentation.model_masks(results, slices.images.shape[1:3], floor)
-        cell = segmentation.cell_scores(model, config, slices, masks, results, config.eval_steps)
-        records = [dict(segmentation.pooled_record([cell], name), loss=None if name == FLOOR else loss,
-                        timesteps=None if name in (FLOOR, "ann") else config.eval_steps) for name in masks]
-        report.compare_with_floor_and_paper(records, FLOOR, segmentation.GAINS, PAPER, "paper_dice",
-                                            compared="dice_2d")
-        report.write_table(out_dir, "evaluation", records, COLUMNS, (
-            f"Fold {fold}'s {loss} models of {checkpoint} on {len(slices.subjects)} subjects of {images}; "
-            + segmentation.DICE_CAPTION.format(threshold=config.threshold,
-                                               n_target=segmentation.n_on_target(slices),
-                                               atlas_threshold=config.atlas_threshold)))
-        print((out_dir / "evaluation.md").read_text())
-    segmentation.mask_figure(out_dir / "figure3_masks.png", slices,
-                             {m: v for m, v in segmentation.model_masks(results, slices.images.shape[1:3]).items()
-                              if m != "ann"}, config.figure_slices, config.threshold)
-    print(f"{len(written)} masks ({mask_model}) in {out_dir / 'masks'}")
-    return written
+        dice_weight=config.dice_weight, smooth=config.smooth, departures=config.departures or "none")
 
 
 def main(argv=None):

@@ -47,6 +47,12 @@ def write_text(path, text):
         tmp.write_text(text)
 
 
+def write_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path, data):
     """Write ``data`` as indented JSON atomically (numpy numbers and arrays and paths
     become plain JSON)."""

@@ -30,3 +30,17 @@ def msd_root(data_root):
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+def run_experiment(script, *args, timeout=1500):
+    """Run ``experiments/<script>`` with ``args`` in a subprocess from the project root;
+    fail with the end of its stderr unless it succeeds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "experiments" / script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done

@@ -5,13 +5,13 @@ each input's own grid, with labels and without."""
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+from conftest import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "cae.py"
@@ -21,10 +21,7 @@ DICE_KEYS = ["dice_2d", "dice_2d_std", "dice_2d_on_target", "dice_2d_on_target_s
 
 
 def cae(*args):
-    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
-                          text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    return run_experiment("cae.py", *args)
 
 
 @pytest.fixture(scope="module")

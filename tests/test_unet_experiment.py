@@ -5,14 +5,14 @@ resuming without retraining, and ``evaluate`` writing NIfTI masks in each input'
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import nibabel as nib
 import numpy as np
 import pytest
+
+from conftest import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "unet.py"
@@ -23,10 +23,7 @@ REQUIRED = ["loss", "model", "dice_3d", "dice_3d_std", "dice_2d", "dice_2d_std",
 
 
 def unet(*args):
-    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
-                          text=True, timeout=1500, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    return run_experiment("unet.py", *args)
 
 
 @pytest.fixture(scope="module")
