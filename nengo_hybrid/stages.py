@@ -437,12 +437,18 @@ class Balancing:
         Multiplies every threshold (Rathi et al. 2020: 0.7).
     batch_size : int
         Calibration examples per simulator run.
+    initial_potential : float
+        Every membrane's potential at the start of an example, as a fraction of its
+        threshold (0: the paper; Bu et al. 2022: 0.5, which halves the latency of
+        each layer, see `nengo_hybrid.balancing`), in the converted and the
+        fine-tuned SNN alike.
     """
 
     examples: int = 64
     percentile: float = 100.0
     scale: float = 1.0
     batch_size: int = 8
+    initial_potential: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -489,7 +495,8 @@ def network(model, config, family, thresholds=None):
     converted = convert(model, family, synapse=config.synapse if spiking else None,
                         scale_firing_rates=config.scale_firing_rates, seed=config.seed)
     if thresholds:
-        apply_thresholds(converted, thresholds)
+        balancing = spiking_settings(config).balancing
+        apply_thresholds(converted, thresholds, balancing.initial_potential if balancing else 0.0)
     return converted
 
 
@@ -578,7 +585,8 @@ def balance_stage(model, config, params, x_train, out_dir, resume=False):
     thresholds = balance_thresholds(
         converted, calibration, config.eval_steps, params=params,
         percentile=settings.balancing.percentile, scale=settings.balancing.scale,
-        encoding=settings.encoding, seed=config.seed, batch_size=settings.balancing.batch_size)
+        initial_potential=settings.balancing.initial_potential, encoding=settings.encoding,
+        seed=config.seed, batch_size=settings.balancing.batch_size)
     write_json(path, dict(record, thresholds=thresholds))
     return thresholds
 

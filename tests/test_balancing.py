@@ -26,17 +26,18 @@ def calibration(n=12, seed=1):
     return np.random.RandomState(seed).uniform(0, 1, size=(n, 6)).astype(np.float32)
 
 
-def numpy_charges(model, coded, thresholds):
+def numpy_charges(model, coded, thresholds, initial_potential=0.0):
     """Each hidden layer's per-step input charge J dt, running the IF equations in
     numpy with the given thresholds (spikes carrying their threshold, as balancing
-    sets them): ``{layer: (n, T, neurons)}``."""
+    sets them) and membranes starting at ``initial_potential`` x threshold:
+    ``{layer: (n, T, neurons)}``, and ``"out"``: the output at every step."""
     charges, signal = {}, coded  # (n, T, features): what the next layer receives
     for name in ("h1", "h2"):
         weights = model.get_layer(name).get_weights()[0]
         current = signal @ weights
         charges[name] = current * DT
         v = thresholds.get(name, 1.0)
-        u = np.zeros(current.shape[::2], dtype=np.float64)
+        u = np.full(current.shape[::2], initial_potential * v, dtype=np.float64)
         spikes = np.zeros_like(current)
         for t in range(current.shape[1]):
             u = u + current[:, t] * DT
@@ -44,6 +45,7 @@ def numpy_charges(model, coded, thresholds):
             spikes[:, t] = fired * (v / DT)
             u = u - fired * v
         signal = spikes
+    charges["out"] = signal @ model.get_layer("out").get_weights()[0]
     return charges
 
 
@@ -66,6 +68,35 @@ def test_each_threshold_is_the_largest_charge_its_layer_receives(encoding):
     for name, neuron_type in converted.neuron_types().items():
         assert neuron_type.threshold == pytest.approx(thresholds[name])
         assert neuron_type.amplitude == pytest.approx(thresholds[name])
+
+
+def test_membranes_start_at_the_initial_potential():
+    """With ``initial_potential`` f every membrane starts each example at f x its
+    threshold: balancing then sees the charges, and the network gives the outputs, of
+    the numpy IF network started there; and at f = 1/2 a layer's first spikes come
+    sooner, so the output reaches the ANN's in fewer steps."""
+    model, x = dense_model(), calibration()
+    converted = nh.convert(model, "if")
+    thresholds = balance_thresholds(converted, x, T, initial_potential=0.5, batch_size=4, log=None)
+    expected = {}
+    for name in ("h1", "h2"):
+        expected[name] = float(numpy_charges(model, x[:, None].repeat(T, 1), expected, 0.5)[name].max())
+    np.testing.assert_allclose([thresholds[n] for n in expected], list(expected.values()), rtol=1e-5)
+
+    def outputs(f):
+        net = apply_thresholds(nh.convert(model, "if"), thresholds, initial_potential=f)
+        with net.simulator(4, n_steps=T) as sim:
+            return sim.predict(net.inputs(x, T), verbose=0)[net.output]
+
+    coded = x[:, None].repeat(T, 1)
+    for f in (0.0, 0.5):
+        np.testing.assert_allclose(outputs(f), numpy_charges(model, coded, thresholds, f)["out"],
+                                   rtol=1e-4, atol=1e-5)
+    # the first output arrives sooner from half-charged membranes
+    first = {f: int(np.argmax(np.abs(outputs(f)).sum(axis=(0, 2)) > 0)) for f in (0.0, 0.5)}
+    assert first[0.5] < first[0.0]
+    with pytest.raises(ValueError, match="initial_potential"):
+        apply_thresholds(nh.convert(model, "if"), thresholds, initial_potential=1.0)
 
 
 def test_percentile_and_scale():

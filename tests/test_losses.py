@@ -61,6 +61,43 @@ def test_dice_is_per_example_not_per_batch():
     dice = DiceLoss(from_logits=False, smooth=1.0)
     # per example: (0 + 1/2) / 2; pooled over the batch it would be about 0.03
     np.testing.assert_allclose(value(dice, truth, pred), 0.25)
+    # over_batch pools them: 16 true pixels all found, one false positive
+    pooled = DiceLoss(from_logits=False, smooth=1.0, over_batch=True)
+    np.testing.assert_allclose(value(pooled, truth, pred), 1 - (2 * 16 + 1) / (17 + 16 + 1), rtol=1e-6)
+
+
+def test_batch_dice_over_timesteps_and_its_gradient():
+    """``over_batch`` with (batch, steps, pixels) outputs: one Dice per timestep over
+    the minibatch's pixels, and its gradient is that of the pooled formula (numpy,
+    by hand); per-mask Dice's gradient on an empty target is ~1/s per pixel."""
+    rng = np.random.RandomState(3)
+    truth = (rng.uniform(size=(4, 3, 10)) > 0.7).astype(np.float32)
+    truth[1] = 0  # an empty mask
+    logits = rng.normal(0, 2, size=truth.shape).astype(np.float32)
+    s = 1e-5
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    overlap, total = (p * truth).sum(axis=(0, 2)), p.sum(axis=(0, 2)) + truth.sum(axis=(0, 2))
+    per_step = 1 - (2 * overlap + s) / (total + s)
+    x = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = DiceLoss(smooth=s, over_batch=True)(tf.constant(truth), x)
+    np.testing.assert_allclose(float(loss), per_step.mean(), rtol=1e-5)
+    # d/dp of the mean over steps of 1 - (2 O + s) / (T + s), times dp/dz = p (1 - p)
+    step = (-(2 * truth) * (total + s)[None, :, None] + (2 * overlap + s)[None, :, None]) / (
+        (total + s)[None, :, None] ** 2)
+    expected = step / truth.shape[1] * p * (1 - p)
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), expected, rtol=1e-4, atol=1e-9)
+    # per mask, the empty mask's gradient is ~1/s where it predicts little
+    quiet = np.full((1, 1, 10), -12.0, np.float32)
+    x = tf.constant(quiet)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = DiceLoss(smooth=s)(tf.zeros((1, 1, 10)), x)
+    sigma = 1 / (1 + np.exp(12.0))  # each pixel's p; the loss is sum p / (sum p + s)
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(),
+                               np.full((1, 1, 10), s / (10 * sigma + s) ** 2 * sigma * (1 - sigma)), rtol=1e-3)
+    assert s / (10 * sigma + s) ** 2 > 0.01 / s  # ~1/s per unit of probability
 
 
 @pytest.mark.parametrize("from_logits", [True, False])
@@ -127,11 +164,12 @@ def test_mask_losses_compose_with_last_timesteps():
 
 
 def test_mask_losses_round_trip_through_their_config():
-    loss = BCEDice(0.3, 0.7, from_logits=False, smooth=2.0)
+    loss = BCEDice(0.3, 0.7, from_logits=False, smooth=2.0, over_batch=True)
     again = BCEDice.from_config(loss.get_config())
     masks, logits = masks_and_logits()
     probs = tf.sigmoid(logits).numpy()
     assert (again.bce_weight, again.dice_weight, again.dice.smooth) == (0.3, 0.7, 2.0)
+    assert again.dice.over_batch
     assert value(again, masks, probs) == value(loss, masks, probs)
 
 
