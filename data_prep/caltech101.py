@@ -9,6 +9,9 @@ and its box is mapped into the same frame; the target is the box's corners norma
 resizing leaves them unchanged).
 
 Every category folder (classification): ``<root>/101_ObjectCategories/<name>/``.
+`load_categories` reads ten of them (`CLASSIFICATION_CATEGORIES`) as a real 10-class
+stand-in for CIFAR-10: every image converted to RGB (the greyscale ones repeat their grey
+level in all three channels), resized to 32 x 32 and split train/test per class.
 
 Bad input raises one `DataError` naming the file and the problem.
 """
@@ -16,7 +19,7 @@ Bad input raises one `DataError` naming the file and the problem.
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Sequence
 
 import numpy as np
 import scipy.io
@@ -28,6 +31,12 @@ ANNOTATION_DIR = Path("Annotations") / "Airplanes_Side_2"
 # a box may overhang the image by this many pixels (annotation slop) and is clipped;
 # one that overhangs by more is rejected
 BOX_TOLERANCE_PX = 5
+# the ten categories of the classification stand-in for CIFAR-10, in label order
+# (Python's sorted(), capitals first, as `categories` lists folders)
+CLASSIFICATION_CATEGORIES = (
+    "Faces_easy", "Leopards", "Motorbikes", "airplanes", "bonsai",
+    "car_side", "chandelier", "hawksbill", "ketch", "watch",
+)
 
 
 class DataError(ValueError):
@@ -45,6 +54,32 @@ class Airplanes:
     images: np.ndarray
     boxes: np.ndarray
     ids: List[str]
+
+
+@dataclass
+class ClassificationSet:
+    """An image-classification set split into train and test.
+
+    Attributes
+    ----------
+    x_train, x_test : numpy.ndarray
+        uint8 images, ``(n, height, width, 3)`` (HWC, RGB).
+    y_train, y_test : numpy.ndarray
+        int64 labels, indices into ``class_names``.
+    class_names : list of str
+        The name of each label.
+    train_files, test_files : list of str or None
+        Where each image came from, relative to the data set's root, for sets stored as
+        one file per image (Caltech-101); None for sets stored as batches (CIFAR-10).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: List[str]
+    train_files: Optional[List[str]] = None
+    test_files: Optional[List[str]] = None
 
 
 def _ids(folder, prefix):
@@ -74,20 +109,51 @@ def image_ids(root):
     return sorted(images)
 
 
-def load_image(path, size, grey=True):
-    """One image resized to ``size`` = (height, width), float32 in [0, 1], HWC.
+def read_resized(path, size, mode):
+    """One image converted to ``mode`` and resized to ``size``, as stored: uint8.
 
-    Returns the pixels and the original ``(height, width)``.
+    Parameters
+    ----------
+    path : path-like
+        An image file (any format Pillow reads).
+    size : (int, int)
+        ``(height, width)`` after resizing.
+    mode : {"L", "RGB"}
+        Pillow mode: ``"L"`` greyscale ``(height, width)``; ``"RGB"`` ``(height, width, 3)``,
+        a greyscale file repeating its grey level in the three channels.
+
+    Returns
+    -------
+    pixels : numpy.ndarray
+        uint8.
+    original : (int, int)
+        The file's ``(height, width)``.
+
+    Notes
+    -----
+    The whole image is resized to ``size`` without keeping its aspect ratio, with
+    Pillow's bilinear filter, which widens its support when shrinking and so averages
+    over every source pixel (no aliasing).  Bad files raise `DataError` naming them.
     """
     height, width = size
     try:
         with Image.open(path) as img:
             original = (img.height, img.width)
             img.load()  # decodes the whole file: a truncated JPEG fails here
-            img = img.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(img, dtype=np.float32) / 255.0
+            img = img.convert(mode).resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from None
+    return pixels, original
+
+
+def load_image(path, size, grey=True):
+    """One image resized to ``size`` = (height, width), float32 in [0, 1], HWC.
+
+    Returns the pixels and the original ``(height, width)``.
+    """
+    pixels, original = read_resized(path, size, "L" if grey else "RGB")
+    pixels = pixels.astype(np.float32) / 255.0
     return (pixels[..., None] if grey else pixels), original
 
 
@@ -180,3 +246,106 @@ def load_classification(root, size=(32, 48), per_class=None, grey=True, names=No
         images += [load_image(p, size, grey)[0] for p in paths]
         labels += [label] * len(paths)
     return np.stack(images), np.array(labels, dtype=np.int32), names
+
+
+def category_images(root, name):
+    """Sorted paths of the ``image_NNNN.jpg`` files of category ``name``.
+
+    Raises `DataError` naming the folder if it is missing or holds no image.
+    """
+    folder = Path(root) / CATEGORY_DIR / name
+    if not folder.is_dir():
+        raise DataError(
+            f"{folder}: no such folder; expected the official Caltech-101 layout "
+            f"(101_ObjectCategories/<category>/image_NNNN.jpg).  `make data` extracts only the "
+            f"airplanes: the other categories are in 101_ObjectCategories.tar.gz of "
+            f"caltech-101.zip (https://doi.org/10.22002/D1.20086)"
+        )
+    paths = sorted(folder.glob("image_*.jpg"))
+    if not paths:
+        raise DataError(f"{folder}: no image_NNNN.jpg files")
+    return paths
+
+
+def stratified_split(labels, test_fraction=0.2, seed=0):
+    """Seeded train/test split that takes the same fraction of every class.
+
+    Parameters
+    ----------
+    labels : array_like of int
+        The label of each example.
+    test_fraction : float
+        Fraction of each class put in the test set, rounded to whole examples per class
+        (so every class's test share is within half an example of it).
+    seed : int
+        Seeds one `numpy.random.RandomState` that permutes the classes in ascending
+        label order: the same labels and seed always give the same split.
+
+    Returns
+    -------
+    train, test : numpy.ndarray
+        Sorted indices into ``labels``; disjoint, together all of them.
+    """
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction {test_fraction}: expected 0 <= test_fraction < 1")
+    labels = np.asarray(labels)
+    rng = np.random.RandomState(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        shuffled = members[rng.permutation(len(members))]
+        n_test = int(round(test_fraction * len(members)))
+        test.append(shuffled[:n_test])
+        train.append(shuffled[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load_categories(root, categories: Sequence[str] = CLASSIFICATION_CATEGORIES, size=(32, 32),
+                    test_fraction=0.2, seed=0):
+    """Images of the given categories as a train/test classification set.
+
+    Parameters
+    ----------
+    root : path-like
+        The Caltech-101 folder, holding ``101_ObjectCategories/``.
+    categories : sequence of str
+        Category folder names; labels follow their sorted order, whatever order they
+        are given in.
+    size : (int, int)
+        ``(height, width)`` every image is resized to (bilinear, aspect ratio not kept;
+        see `read_resized`).
+    test_fraction, seed
+        Of the stratified split (`stratified_split`).
+
+    Returns
+    -------
+    ClassificationSet
+        uint8 RGB images, int64 labels, the sorted category names as ``class_names``,
+        and the file of each image (``"<category>/image_NNNN.jpg"``) in ``train_files``
+        and ``test_files``.
+
+    Raises
+    ------
+    DataError
+        Naming the missing category folder or the unreadable image.
+    """
+    class_names = sorted(categories)
+    if not class_names:
+        raise ValueError("no categories to load")
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"categories {list(categories)}: a category is named twice")
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        found = category_images(root, name)
+        paths += found
+        labels += [label] * len(found)
+    images = np.stack([read_resized(path, size, "RGB")[0] for path in paths])
+    labels = np.array(labels, dtype=np.int64)
+    files = np.array([f"{path.parent.name}/{path.name}" for path in paths])
+    train, test = stratified_split(labels, test_fraction, seed)
+    return ClassificationSet(
+        x_train=images[train], y_train=labels[train],
+        x_test=images[test], y_test=labels[test],
+        class_names=class_names,
+        train_files=files[train].tolist(), test_files=files[test].tolist(),
+    )

@@ -1,8 +1,9 @@
 """Fetch the real data sets from their official sources: ``make data``.
 
-    python -m data_prep.download [caltech101] [msd_hippocampus] [--data DIR]
+    python -m data_prep.download [caltech101] [msd_hippocampus] [cifar10] [--data DIR]
 
-With no name, every data set is fetched.
+With no name, every data set but CIFAR-10 is fetched; CIFAR-10 (about 160 MB, needed only
+by the binary-vs-ternary classification table) is fetched when named.
 
 Caltech-101 (Li, Andreeto, Ranzato, Perona; doi:10.22002/D1.20086) comes as
 ``caltech-101.zip`` holding ``101_ObjectCategories.tar.gz`` and ``Annotations.tar``.  The
@@ -18,6 +19,11 @@ mirror of the Decathlon; pooch checks it against its published md5 as it downloa
 its ``Task04_Hippocampus/`` folder (imagesTr, labelsTr, imagesTs, dataset.json) is
 extracted, without the macOS ``._`` resource forks the archive carries, into
 ``DIR/msd_hippocampus`` the same way.
+
+CIFAR-10 (Krizhevsky 2009) comes in its binary version as ``cifar-10-binary.tar.gz`` from
+its authors' page; pooch checks it against its published md5 as it downloads, and its
+``cifar-10-batches-bin/`` folder is extracted into ``DIR/cifar10/cifar-10-batches-bin`` the
+same way (`data_prep.cifar10` reads it).
 """
 
 import argparse
@@ -31,6 +37,7 @@ from pathlib import Path
 import pooch
 from tqdm import tqdm
 
+from data_prep import cifar10
 from nengo_hybrid.paths import add_data_argument, data_dir
 
 CALTECH101_URL = "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip?download=1"
@@ -72,6 +79,24 @@ To get it by hand:
      {dest}/imagesTr/hippocampus_001.nii.gz and
      {dest}/labelsTr/hippocampus_001.nii.gz exist;
   3. or point NENGO_HYBRID_DATA (or --data / DATA=) at a folder that already holds msd_hippocampus/.
+"""
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+CIFAR10_TAR = "cifar-10-binary.tar.gz"
+CIFAR10_TOP = f"{cifar10.BATCHES_DIR}/"
+CIFAR10_HELP = """\
+Could not fetch CIFAR-10: {error}
+
+To get it by hand:
+  1. download cifar-10-binary.tar.gz (the binary version, not the Python or MATLAB one) from
+     https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz
+     (listed on https://www.cs.toronto.edu/~kriz/cifar.html);
+     its md5 is c32a1d4ab5d03f1284b67883e8d87530 (check with `md5sum cifar-10-binary.tar.gz`);
+  2. put it at {cache}/cifar-10-binary.tar.gz and run `python -m data_prep.download cifar10` again,
+     or unpack it yourself (`tar xzf cifar-10-binary.tar.gz`) so that
+     {dest}/cifar-10-batches-bin/data_batch_1.bin exists;
+  3. or point NENGO_HYBRID_DATA (or --data / DATA=) at a folder that already holds cifar10/.
 """
 
 
@@ -177,28 +202,58 @@ def fetch_msd_hippocampus(data, url=MSD_HIPPOCAMPUS_URL, md5=MSD_HIPPOCAMPUS_MD5
     return dest
 
 
-# keyed by the folder each one fills under the data directory
+def fetch_cifar10(data, url=CIFAR10_URL, md5=CIFAR10_MD5):
+    """Download and extract CIFAR-10's binary version into
+    ``data/cifar10/cifar-10-batches-bin`` (its six batches and ``batches.meta.txt``).
+
+    Does nothing if ``data/cifar10`` already exists.  Returns its path.
+    """
+    data = Path(data)
+    dest = data / "cifar10"
+    if _present(dest):
+        return dest
+    # pooch checks the md5 and deletes a download that fails it
+    tar_path = _retrieve(url, CIFAR10_TAR, data / ".downloads", known_hash=f"md5:{md5}")
+
+    with tempfile.TemporaryDirectory(dir=data, prefix=".cifar10.partial-") as tmp:
+        staged = Path(tmp) / "cifar10"
+        _extract_subtree(tar_path, CIFAR10_TOP, staged)
+        missing = cifar10.missing_files(staged / cifar10.BATCHES_DIR)
+        if missing:
+            raise DownloadError(f"{tar_path}: has no {', '.join(CIFAR10_TOP + name for name in missing)}")
+        staged.rename(dest)  # atomic: dest appears complete or not at all
+    print(f"CIFAR-10 (binary version) is in {dest / cifar10.BATCHES_DIR}")
+    return dest
+
+
+# fetched by `make data` (no name given), keyed by the folder each one fills under the data directory
 FETCHERS = {"caltech101": fetch_caltech101, "msd_hippocampus": fetch_msd_hippocampus}
 HELP = {"caltech101": CALTECH101_HELP, "msd_hippocampus": MSD_HIPPOCAMPUS_HELP}
+# fetched only when named, keyed the same way: CIFAR-10 is about 160 MB that only the
+# binary-vs-ternary classification table needs, so `make data` leaves it out
+ON_REQUEST = {"cifar10": fetch_cifar10}
+ON_REQUEST_HELP = {"cifar10": CIFAR10_HELP}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fetchers = {**FETCHERS, **ON_REQUEST}
+    help_texts = {**HELP, **ON_REQUEST_HELP}
     parser.add_argument("datasets", nargs="*", metavar="DATASET",
-                        help=f"any of {sorted(FETCHERS)} (default: all)")
+                        help=f"any of {sorted(fetchers)} (default: {sorted(FETCHERS)})")
     add_data_argument(parser)
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.datasets) - set(FETCHERS))
+    unknown = sorted(set(args.datasets) - set(fetchers))
     if unknown:
-        parser.error(f"unknown data set(s) {unknown}; choose from {sorted(FETCHERS)}")
+        parser.error(f"unknown data set(s) {unknown}; choose from {sorted(fetchers)}")
     data = data_dir(args.data)
     failed = 0
     # one unreachable source should not keep the others from being fetched
     for name in args.datasets or sorted(FETCHERS):
         try:
-            FETCHERS[name](data)
+            fetchers[name](data)
         except (DownloadError, OSError, zipfile.BadZipFile, tarfile.TarError) as err:
-            print(HELP[name].format(error=err, cache=data / ".downloads", dest=data / name), file=sys.stderr)
+            print(help_texts[name].format(error=err, cache=data / ".downloads", dest=data / name), file=sys.stderr)
             failed += 1
     return 1 if failed else 0
 

@@ -66,6 +66,36 @@ def box_iou(predicted, target):
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def balanced_accuracy(y_true, y_pred):
+    """Accuracy averaged over the classes: the mean of each true class's recall.
+
+    On an imbalanced test set (the Caltech-101 stand-in has 140 airplanes and 16
+    hawksbills) plain accuracy mostly measures the big classes; this weighs every class
+    alike, and is 1/n_classes for a constant guess whatever the class sizes.
+
+    Parameters
+    ----------
+    y_true, y_pred : array_like of int
+        True and predicted labels, one per example.
+
+    Returns
+    -------
+    float
+        In [0, 1].  Only the classes present in ``y_true`` are averaged over (as
+        ``sklearn.metrics.balanced_accuracy_score``); predicting a class that is absent
+        from ``y_true`` counts as a miss of the true class.
+    """
+    y_true = np.asarray(y_true).ravel()
+    y_pred = np.asarray(y_pred).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    if not len(y_true):
+        raise ValueError("no labels to score")
+    _, which = np.unique(y_true, return_inverse=True)
+    hits = np.bincount(which, weights=(y_true == y_pred))
+    return float(np.mean(hits / np.bincount(which)))
+
+
 def _conv_transpose_stats(node):
     """Synapses of a ``Conv2DTranspose``: every input element reaches ``kh * kw * C_out``
     outputs, so input size x ``kh * kw * C_out`` (taps that land in the cropped border

@@ -15,6 +15,7 @@ import pytest
 from data_prep.caltech101 import ANNOTATION_DIR, IMAGE_DIR, image_ids
 from data_prep.download import DownloadError, fetch_caltech101, main
 from data_prep.download import FETCHERS, HELP, fetch_msd_hippocampus
+from data_prep.download import CIFAR10_MD5, CIFAR10_URL, ON_REQUEST, ON_REQUEST_HELP, fetch_cifar10
 from data_prep.hippocampus import msd_folders, subjects
 
 
@@ -187,3 +188,106 @@ def test_make_data_fetches_every_data_set_and_goes_on_after_a_failure(tmp_path, 
 
 def test_every_data_set_has_a_fetcher_and_manual_instructions():
     assert set(FETCHERS) == set(HELP) == {"caltech101", "msd_hippocampus"}
+
+
+# --- CIFAR-10's binary version (fetched only when named) ------------------------------------
+
+@pytest.fixture
+def served_cifar10(tmp_path):
+    """A cifar-10-binary.tar.gz in the official structure (one record per batch, a readme
+    beside the batches) served locally; yields its URL and md5."""
+    from data_prep.cifar10 import FILES, META_FILE
+
+    written = tmp_path / "written"
+    written.mkdir()
+    files = {}
+    for label, name in enumerate(FILES):
+        path = written / name
+        if name == META_FILE:
+            path.write_text("\n".join(f"class{i}" for i in range(10)) + "\n\n")
+        else:
+            path.write_bytes(bytes([label]) + bytes(3072))
+        files[f"cifar-10-batches-bin/{name}"] = path
+    readme = written / "readme.html"
+    readme.write_text("<html></html>")
+    files["cifar-10-batches-bin/readme.html"] = readme
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = tar_bytes(files, gzip=True)
+    (served / "cifar-10-binary.tar.gz").write_bytes(payload)
+    with local_server(served) as base:
+        yield f"{base}/cifar-10-binary.tar.gz", hashlib.md5(payload).hexdigest()
+
+
+def test_fetch_cifar10_extracts_the_binary_version_where_its_reader_finds_it(served_cifar10, tmp_path):
+    from data_prep.cifar10 import load_cifar10
+
+    url, md5 = served_cifar10
+    data = tmp_path / "data"
+    dest = fetch_cifar10(data, url=url, md5=md5)
+    assert dest == data / "cifar10"
+    assert (dest / "cifar-10-batches-bin" / "data_batch_1.bin").is_file()
+    loaded = load_cifar10(data)
+    assert loaded.y_train.tolist() == [0, 1, 2, 3, 4] and loaded.y_test.tolist() == [5]
+    assert not [p for p in data.iterdir() if p.name.startswith(".cifar10.partial")]
+    # a second call finds it and fetches nothing
+    assert fetch_cifar10(data, url="http://127.0.0.1:9/unreachable", md5=md5) == dest
+
+
+def test_a_wrong_cifar10_checksum_fails_and_leaves_nothing_half_extracted(served_cifar10, tmp_path):
+    url, _ = served_cifar10
+    data = tmp_path / "data"
+    with pytest.raises(DownloadError, match="(?i)md5"):
+        fetch_cifar10(data, url=url, md5="0" * 32)
+    assert not (data / "cifar10").exists()
+    assert not [p for p in data.iterdir() if p.name.startswith(".cifar10.partial")]
+    assert not (data / ".downloads" / "cifar-10-binary.tar.gz").exists()
+
+
+def test_an_archive_lacking_a_batch_is_refused(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    batch = tmp_path / "data_batch_1.bin"
+    batch.write_bytes(bytes(3073))
+    payload = tar_bytes({"cifar-10-batches-bin/data_batch_1.bin": batch}, gzip=True)
+    (served / "cifar-10-binary.tar.gz").write_bytes(payload)
+    data = tmp_path / "data"
+    with local_server(served) as base:
+        with pytest.raises(DownloadError, match="has no cifar-10-batches-bin/data_batch_2.bin"):
+            fetch_cifar10(data, url=f"{base}/cifar-10-binary.tar.gz", md5=hashlib.md5(payload).hexdigest())
+    assert not (data / "cifar10").exists()
+
+
+def test_an_unreachable_cifar10_source_says_what_to_do(tmp_path, capsys, monkeypatch):
+    unreachable = "http://127.0.0.1:9/cifar-10-binary.tar.gz"
+    monkeypatch.setattr(
+        "data_prep.download.ON_REQUEST", {"cifar10": functools.partial(fetch_cifar10, url=unreachable)},
+    )
+    assert main(["cifar10", "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Could not fetch CIFAR-10" in err and "c32a1d4ab5d03f1284b67883e8d87530" in err
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz" in err
+    assert str(tmp_path / "cifar10" / "cifar-10-batches-bin" / "data_batch_1.bin") in err
+    assert not (tmp_path / "cifar10").exists()
+
+
+def test_make_data_leaves_cifar10_out_unless_it_is_named(tmp_path, monkeypatch):
+    calls = []
+
+    def recorder(name):
+        return lambda data: calls.append(name)
+
+    monkeypatch.setattr("data_prep.download.FETCHERS", {name: recorder(name) for name in FETCHERS})
+    monkeypatch.setattr("data_prep.download.ON_REQUEST", {"cifar10": recorder("cifar10")})
+    assert main(["--data", str(tmp_path)]) == 0
+    assert calls == sorted(FETCHERS)
+    calls.clear()
+    assert main(["cifar10", "caltech101", "--data", str(tmp_path)]) == 0
+    assert calls == ["cifar10", "caltech101"]
+
+
+def test_cifar10_is_fetched_on_request_with_manual_instructions_and_the_official_md5():
+    assert set(ON_REQUEST) == set(ON_REQUEST_HELP) == {"cifar10"}
+    assert not set(ON_REQUEST) & set(FETCHERS)
+    assert CIFAR10_URL == "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+    assert CIFAR10_MD5 == "c32a1d4ab5d03f1284b67883e8d87530"
