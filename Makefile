@@ -12,7 +12,7 @@ export NENGO_HYBRID_DATA := $(DATA_ABS)
 # the experiment profile: paper (the paper's protocol) or quick (minutes)
 PROFILE ?= paper
 
-.PHONY: setup data locnet cae unet test demo benchmark bench-env clean
+.PHONY: setup data locnet cae unet sweeps test demo benchmark bench-env clean
 
 setup: $(STAMP)
 
@@ -49,14 +49,24 @@ unet: setup
 	@test -d "$(DATA_ABS)/msd_hippocampus" || $(MAKE) --no-print-directory data
 	$(PY) experiments/unet.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
 
-# The whole suite: unit tests, tests on the real data, and every notebook.
+# The second paper's analyses of a trained U-Net run (the one `make unet` writes for the same
+# PROFILE, trained first if missing): the output-threshold sweep (Table 2, Figure 5) and the
+# timestep x threshold-scaling sweep (Figure 6A) into results/threshold_sweep_cpu/ and
+# results/timestep_sweep_cpu/ (PROFILE=paper: results/threshold_sweep/, results/timestep_sweep/).
+sweeps: setup
+	@test -d "$(DATA_ABS)/msd_hippocampus" || $(MAKE) --no-print-directory data
+	$(PY) experiments/threshold_sweep.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
+	$(PY) experiments/timestep_sweep.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
+
+# The whole suite: unit tests, tests on the real data, and every notebook (the tests that
+# read one trained quick U-Net run share a worker, so it is trained once).
 test: setup
 	@if [ ! -d "$(DATA_ABS)/caltech101" ]; then \
 	  echo "No data at $(DATA_ABS): tests that need it are skipped, notebooks are not run."; \
 	  echo "Run 'make data' to fetch it, or point DATA=... (or NENGO_HYBRID_DATA) at a folder holding caltech101/."; \
-	  $(PY) -m pytest -n 2 tests; \
+	  $(PY) -m pytest -n 2 --dist loadgroup tests; \
 	else \
-	  $(PY) -m pytest -n 2 tests --nbmake notebooks; \
+	  $(PY) -m pytest -n 2 --dist loadgroup tests --nbmake notebooks; \
 	fi
 
 # Runs the neuron notebook and keeps the executed copy, figures included.

@@ -184,20 +184,11 @@ def fetch_msd_hippocampus(data, url=MSD_HIPPOCAMPUS_URL, md5=MSD_HIPPOCAMPUS_MD5
 
     Does nothing if ``data/msd_hippocampus`` already exists.  Returns its path.
     """
-    data = Path(data)
-    dest = data / "msd_hippocampus"
-    if _present(dest):
-        return dest
-    # pooch checks the md5 and deletes a download that fails it
-    tar_path = _retrieve(url, MSD_HIPPOCAMPUS_TAR, data / ".downloads", known_hash=f"md5:{md5}")
+    def check(staged):
+        return [] if (staged / "imagesTr").is_dir() else [f"{MSD_HIPPOCAMPUS_TOP}imagesTr"]
 
-    with tempfile.TemporaryDirectory(dir=data, prefix=".msd_hippocampus.partial-") as tmp:
-        tmp = Path(tmp)
-        _extract_subtree(tar_path, MSD_HIPPOCAMPUS_TOP, tmp)
-        staged = tmp / MSD_HIPPOCAMPUS_TOP
-        if not (staged / "imagesTr").is_dir():
-            raise DownloadError(f"{tar_path}: has no {MSD_HIPPOCAMPUS_TOP}imagesTr")
-        staged.rename(dest)  # atomic: dest appears complete or not at all
+    dest = _fetch_tar_folder(data, "msd_hippocampus", url, md5, MSD_HIPPOCAMPUS_TAR, MSD_HIPPOCAMPUS_TOP,
+                             staged_name=MSD_HIPPOCAMPUS_TOP, check=check)
     print(f"Decathlon hippocampus volumes are in {dest}")
     return dest
 
@@ -208,21 +199,34 @@ def fetch_cifar10(data, url=CIFAR10_URL, md5=CIFAR10_MD5):
 
     Does nothing if ``data/cifar10`` already exists.  Returns its path.
     """
+    def check(staged):
+        return [CIFAR10_TOP + name for name in cifar10.missing_files(staged / cifar10.BATCHES_DIR)]
+
+    dest = _fetch_tar_folder(data, "cifar10", url, md5, CIFAR10_TAR, CIFAR10_TOP, staged_name="cifar10",
+                             check=check, into_staged=True)
+    print(f"CIFAR-10 (binary version) is in {dest / cifar10.BATCHES_DIR}")
+    return dest
+
+
+def _fetch_tar_folder(data, name, url, md5, tar_name, top, staged_name, check, into_staged=False):
+    """Download the tarball ``tar_name`` (md5-checked by pooch as it downloads), extract
+    its ``top`` subtree in a temporary folder, and rename ``staged_name`` there into
+    ``data/name`` once ``check(staged)`` lists nothing missing: ``data/name`` appears
+    complete or not at all.  ``into_staged`` extracts into the staged folder (keeping
+    ``top`` inside it) rather than beside it.  Nothing is done if ``data/name`` exists."""
     data = Path(data)
-    dest = data / "cifar10"
+    dest = data / name
     if _present(dest):
         return dest
     # pooch checks the md5 and deletes a download that fails it
-    tar_path = _retrieve(url, CIFAR10_TAR, data / ".downloads", known_hash=f"md5:{md5}")
-
-    with tempfile.TemporaryDirectory(dir=data, prefix=".cifar10.partial-") as tmp:
-        staged = Path(tmp) / "cifar10"
-        _extract_subtree(tar_path, CIFAR10_TOP, staged)
-        missing = cifar10.missing_files(staged / cifar10.BATCHES_DIR)
+    tar_path = _retrieve(url, tar_name, data / ".downloads", known_hash=f"md5:{md5}")
+    with tempfile.TemporaryDirectory(dir=data, prefix=f".{name}.partial-") as tmp:
+        staged = Path(tmp) / staged_name
+        _extract_subtree(tar_path, top, staged if into_staged else Path(tmp))
+        missing = check(staged)
         if missing:
-            raise DownloadError(f"{tar_path}: has no {', '.join(CIFAR10_TOP + name for name in missing)}")
+            raise DownloadError(f"{tar_path}: has no {', '.join(missing)}")
         staged.rename(dest)  # atomic: dest appears complete or not at all
-    print(f"CIFAR-10 (binary version) is in {dest / cifar10.BATCHES_DIR}")
     return dest
 
 

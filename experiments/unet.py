@@ -24,6 +24,7 @@ import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
 import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Tuple
 
 from nengo_hybrid import crossval, segmentation
@@ -31,6 +32,7 @@ from nengo_hybrid.crossval import MODELS
 from nengo_hybrid.experiment import describe_training
 from nengo_hybrid.losses import BCEDice, BinaryCrossEntropy, DiceLoss
 from nengo_hybrid.models.unet import build_unet
+from nengo_hybrid.paths import default_out
 from nengo_hybrid.stages import Balancing, SpikingSettings, TrainSettings
 
 LOSSES = ("bce", "dice", "bce_dice")
@@ -132,7 +134,9 @@ PROFILES = {
     "quick": replace(
         PAPER_PROFILE,
         max_subjects=15, folds=5, run_folds=(0,), filters=(4, 8), losses=("bce", "bce_dice"),
-        ann=TrainSettings(learning_rate=3e-3, epochs=8, batch_size=16),
+        # patience as long as the training: it never stops early, but holds out the
+        # validation subjects that the sweeps tune on
+        ann=TrainSettings(learning_rate=3e-3, epochs=8, batch_size=16, patience=8),
         finetune=TrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, n_steps=12,
                                examples_per_epoch=48),
         eval_steps=12, eval_window=12, steps_sweep=(6, 12, 24), eval_batch=16, rate_examples=32,
@@ -150,6 +154,17 @@ def make_model(config, input_shape):
 
 def run(config, images, labels, out_dir, resume=False):
     return crossval.run(config, images, labels, out_dir, make_model, caption, resume=resume)
+
+
+def trained_run(profile, images, labels, unet_dir=None):
+    """The finished run of ``profile`` (in ``unet_dir``, default its results folder) as a
+    `nengo_hybrid.crossval.TrainedRun`, trained (or finished, resuming) first if it is not
+    there: what the analyses of the trained U-Net read."""
+    unet_dir = Path(unet_dir or default_out("unet", profile))
+    if not (unet_dir / "table1.json").exists():
+        print(f"no finished U-Net run in {unet_dir}: training it ({profile} profile)", flush=True)
+        run(PROFILES[profile], images, labels, unet_dir, resume=True)
+    return crossval.TrainedRun(unet_dir, UNetConfig, make_model)
 
 
 def evaluate(checkpoint, images, labels, out_dir, mask_model="fine_tuned", loss="bce_dice", fold=0):

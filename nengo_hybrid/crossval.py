@@ -13,15 +13,19 @@ cells only.
 ``figure_loss``.
 """
 
+import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from data_prep.hippocampus import cross_validation_folds
 from nengo_hybrid import report, segmentation
-from nengo_hybrid.atomic import write_bytes, write_json
+from nengo_hybrid.atomic import replacing, write_bytes, write_json
 from nengo_hybrid.experiment import ExperimentRun, finetuning_record, seed_everything
 from nengo_hybrid.segmentation import FLOOR
-from nengo_hybrid.stages import evaluate_stages
+from nengo_hybrid.stages import evaluate_stages, load_thresholds, spiking_evaluation, validation_split
 
 MODELS = ("ann", "converted", "fine_tuned")
 # the paper's Table 1 is an image in the text we have: no numbers to put beside ours
@@ -41,8 +45,7 @@ def run(config, images, labels, out_dir, make_model, caption, resume=False):
                              "folds": [{"train": train, "test": test} for train, test in folds]})
     cells = {}
     for fold in config.fold_indices():
-        train_ids, test_ids = folds[fold]
-        train, test = slices.select(train_ids), slices.select(test_ids[:config.test_subjects or None])
+        train, test = fold_slices(config, slices, folds, fold)
         prior = segmentation.atlas(train)
         for loss in config.losses:
             print(f"== fold {fold}, {loss}: {len(train.subjects)} training subjects ({len(train)} slices), "
@@ -52,6 +55,116 @@ def run(config, images, labels, out_dir, make_model, caption, resume=False):
         records = write_table(run.out_dir, config, cells, caption)
     run.finish("table1")
     return records
+
+
+def fold_slices(config, slices, folds, fold):
+    """``(train, test)``: the slices of ``fold``'s training subjects and of its test
+    subjects (their first ``config.test_subjects`` if not 0)."""
+    train_ids, test_ids = folds[fold]
+    return slices.select(train_ids), slices.select(test_ids[:config.test_subjects or None])
+
+
+def validation_slices(config, train, n_subjects=0):
+    """The slices of the subjects that the ANN's early stopping held out of ``train``
+    (`nengo_hybrid.stages.validation_split` with the subjects as groups): never trained
+    on, never a fold's test subjects, so the place to tune anything after training.
+    Their first ``n_subjects`` only if not 0."""
+    val_idx, _ = validation_split(len(train), config.ann, groups=train.subject_ids)
+    if not len(val_idx):
+        raise ValueError("the run's ANN held out no validation subjects (its TrainSettings have no "
+                         "patience), so every training subject was trained on: nothing to tune on")
+    held_out = list(dict.fromkeys(np.asarray(train.subject_ids)[val_idx]))
+    return train.select(held_out[:n_subjects or None])
+
+
+class TrainedRun:
+    """A cross-validated run (`run`) read back from its folder: its configuration,
+    folds and cells, and the outputs of its trained models on any slices.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run's output folder (``config.json``, ``folds.json``, ``cells/``).
+    config_class : type
+        The experiment's configuration dataclass.
+    make_model : callable
+        ``make_model(config, input_shape)``, the experiment's Keras model.
+    """
+
+    def __init__(self, run_dir, config_class, make_model):
+        self.run_dir = Path(run_dir)
+        for name in ("config.json", "folds.json"):
+            if not (self.run_dir / name).exists():
+                raise FileNotFoundError(f"{self.run_dir / name}: not a cross-validated run's folder "
+                                        f"(no {name}); run the experiment first")
+        self.config = report.config_from_json(config_class, json.loads((self.run_dir / "config.json").read_text()))
+        record = json.loads((self.run_dir / "folds.json").read_text())
+        self.folds = [(fold["train"], fold["test"]) for fold in record["folds"]]
+        self.make_model = make_model
+
+    def cells(self):
+        """``(fold, loss)`` of every cell the run trained (missing ones raise)."""
+        cells = [(fold, loss) for fold in self.config.fold_indices() for loss in self.config.losses]
+        missing = [self.cell_dir(*cell) for cell in cells if not (self.cell_dir(*cell) / "scores.json").exists()]
+        if missing:
+            raise FileNotFoundError(f"unfinished cells in {self.run_dir}: {', '.join(map(str, missing))}; "
+                                    f"finish the run (--resume) first")
+        return cells
+
+    def cell_dir(self, fold, loss):
+        return self.run_dir / "cells" / f"fold{fold}" / loss
+
+    def load(self, images, labels):
+        """Every slice of the run's subjects from ``images``/``labels``."""
+        ids = sorted({i for train, test in self.folds for i in train + test})
+        return segmentation.load(self.config, images, labels, ids)
+
+    def outputs(self, fold, loss, x, cache=None, reuse=False):
+        """``{model: logits (n, H * W)}`` of the cell's ANN, converted and fine-tuned SNN
+        on ``x`` (`nengo_hybrid.stages.evaluate_stages`), written to the ``cache`` file
+        (``.npz``) if given, and read from it instead with ``reuse`` if it holds the
+        outputs of the same ``x``."""
+        if cache is not None and reuse and Path(cache).exists():
+            with np.load(cache) as saved:
+                if str(saved["x_sha1"]) == _fingerprint(x):
+                    return {name: saved[name] for name in MODELS}
+        model = self.make_model(self.config, x.shape[1:])
+        outputs = evaluate_stages(model, self.config, self.cell_dir(fold, loss), x)["outputs"]
+        if cache is not None:
+            with replacing(Path(cache), ".npz") as tmp:
+                np.savez(tmp, x_sha1=_fingerprint(x), **outputs)
+        return outputs
+
+
+    def converted_sweep(self, fold, loss, x, timesteps, scaling=1.0, cache=None, reuse=False):
+        """``{T: logits (n, H * W)}``: the cell's converted SNN with every balanced
+        threshold times ``scaling``, read at each ``T`` of ``timesteps`` as its output's
+        mean over its first ``T`` steps, all from one run of ``max(timesteps)`` steps;
+        cached like `outputs`."""
+        timesteps = sorted(int(t) for t in timesteps)
+        if cache is not None and reuse and Path(cache).exists():
+            with np.load(cache) as saved:
+                if str(saved["x_sha1"]) == _fingerprint(x) and all(f"T{t}" in saved for t in timesteps):
+                    return {t: saved[f"T{t}"] for t in timesteps}
+        cell = self.cell_dir(fold, loss)
+        thresholds = load_thresholds(cell)
+        if thresholds is None:
+            raise ValueError(f"{cell}: the converted SNN has no balanced thresholds to scale")
+        # read over every step so far: the U-Net's output is the mean potential
+        config = replace(self.config, eval_steps=timesteps[-1], eval_window=timesteps[-1],
+                         steps_sweep=tuple(timesteps))
+        sweep = spiking_evaluation(self.make_model(self.config, x.shape[1:]), config, cell / "ann", x,
+                                   {name: scaling * v for name, v in thresholds.items()},
+                                   with_rates=False)["sweep"]
+        if cache is not None:
+            with replacing(Path(cache), ".npz") as tmp:
+                np.savez(tmp, x_sha1=_fingerprint(x), **{f"T{t}": sweep[t] for t in timesteps})
+        return {t: sweep[t] for t in timesteps}
+
+
+def _fingerprint(x):
+    """The SHA-1 of the examples, so that cached outputs are never those of others."""
+    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
 def run_cell(run, config, make_model, fold, loss, train, test, prior):

@@ -60,5 +60,10 @@ def resolve_run(args, name, profiles):
                   for field in dataclasses.fields(config)
                   if isinstance(getattr(config, field.name), TrainSettings)}
         config = dataclasses.replace(config, seed=args.seed, **stages)
-    out = args.out or (f"results/{name}" if args.profile == "paper" else f"results/{name}_{args.profile}")
-    return config, out
+    return config, args.out or default_out(name, args.profile)
+
+
+def default_out(name, profile):
+    """An experiment's results folder: ``results/<name>``, or ``results/<name>_<profile>``
+    for any profile but ``paper``."""
+    return f"results/{name}" if profile == "paper" else f"results/{name}_{profile}"

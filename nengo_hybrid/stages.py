@@ -505,7 +505,7 @@ def predict_output(converted, sim, x, n_steps, last_steps=None):
     return predict(sim, converted.inputs(x, n_steps), converted.output, last_steps=last_steps)
 
 
-def spiking_evaluation(model, config, params, x, thresholds=None):
+def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=True):
     """Run the converted SNN's family with ``params`` (and ``thresholds``) on ``x``.
 
     The output is read as its mean over the ``config.eval_window`` timesteps that end at
@@ -517,6 +517,10 @@ def spiking_evaluation(model, config, params, x, thresholds=None):
     ``config`` needs ``synapse``, ``scale_firing_rates``, ``seed``, ``eval_steps``,
     ``eval_window``, ``steps_sweep`` and ``eval_batch``; an optional ``rate_examples``
     measures the rates on the first that many examples only.
+
+    Without ``with_rates`` the second pass, which probes every layer to measure the
+    firing rates, is skipped (``rates`` None): over long runs it needs every layer's
+    activity at every step in memory.
 
     Returns
     -------
@@ -543,6 +547,8 @@ def spiking_evaluation(model, config, params, x, thresholds=None):
                 for t in marks:
                     windows[t].append(series[:, max(0, t - config.eval_window):t].mean(axis=1))
     sweep = {t: np.concatenate(parts) for t, parts in windows.items()}
+    if not with_rates:
+        return {"outputs": sweep[config.eval_steps], "sweep": sweep, "rates": None}
     # rates need every layer probed, a second and slower pass: on ``rate_examples``
     # examples if the config names a number
     rate_x = x[:getattr(config, "rate_examples", None)]

@@ -44,3 +44,12 @@ def run_experiment(script, *args, timeout=1500):
                           capture_output=True, text=True, timeout=timeout, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+@pytest.fixture(scope="session")
+def unet_quick_run(msd_root, tmp_path_factory):
+    """One quick-profile U-Net run on the real hippocampus volumes (trained once per
+    test session: the U-Net's tests and the sweeps that read a trained run share it)."""
+    out = tmp_path_factory.mktemp("unet") / "run"
+    run_experiment("unet.py", "run", "--profile", "quick", "--out", out, "--data", msd_root.parent)
+    return out

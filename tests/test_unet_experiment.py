@@ -14,6 +14,8 @@ import pytest
 
 from conftest import run_experiment
 
+# one worker runs every test that reads the quick U-Net run, so it is trained once
+pytestmark = pytest.mark.xdist_group("unet_quick_run")
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "unet.py"
 LOSSES = ["bce", "bce_dice"]  # the quick profile's
@@ -27,10 +29,8 @@ def unet(*args):
 
 
 @pytest.fixture(scope="module")
-def quick_run(msd_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("unet") / "run"
-    unet("run", "--profile", "quick", "--out", out, "--data", msd_root.parent)
-    return out
+def quick_run(unet_quick_run):
+    return unet_quick_run
 
 
 def test_folds_test_every_subject_exactly_once_and_never_train_on_it(quick_run):
