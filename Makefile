@@ -12,7 +12,7 @@ export NENGO_HYBRID_DATA := $(DATA_ABS)
 # the experiment profile: paper (the paper's protocol) or quick (minutes)
 PROFILE ?= paper
 
-.PHONY: setup data locnet cae unet sweeps test demo benchmark bench-env clean
+.PHONY: setup data locnet cae unet sweeps finetune-vs-direct test demo benchmark bench-env clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,12 @@ sweeps: setup
 	@test -d "$(DATA_ABS)/msd_hippocampus" || $(MAKE) --no-print-directory data
 	$(PY) experiments/threshold_sweep.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
 	$(PY) experiments/timestep_sweep.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
+
+# Fine-tuning the converted U-Net against training it directly (Table 3, Figure 6B), from the
+# U-Net run of the same PROFILE (trained first if missing), into results/finetune_vs_direct_cpu/.
+finetune-vs-direct: setup
+	@test -d "$(DATA_ABS)/msd_hippocampus" || $(MAKE) --no-print-directory data
+	$(PY) experiments/finetune_vs_direct.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
 
 # The whole suite: unit tests, tests on the real data, and every notebook (the tests that
 # read one trained quick U-Net run share a worker, so it is trained once).

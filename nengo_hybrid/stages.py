@@ -127,7 +127,7 @@ def _restore(sim, optimizer_checkpoint, folder):
 
 def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
           regularization: Optional[RateRegularization] = None, augment=None, resume=False,
-          label="train", groups=None, encoding=None):
+          label="train", groups=None, encoding=None, after_epoch=None):
     """Train ``sim`` (built from ``converted``) on ``x``, ``y`` with checkpoints.
 
     Parameters
@@ -161,6 +161,10 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         Input coding over the timesteps (`nengo_hybrid.encoding`; default: the input
         at every step).  Poisson trains are drawn anew every epoch from the seed and
         the epoch (the same on resume); validation always sees the same draw.
+    after_epoch : callable, optional
+        ``after_epoch(epoch, sim)`` after every epoch (numbered from 1) once its
+        checkpoint is written, outside ``sim.fit``, so it may run ``sim.predict``
+        (e.g. to score the network at chosen points of training).
 
     Returns
     -------
@@ -235,6 +239,8 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
             callbacks=[stopper, schedule, saver],
             verbose=verbose,
         )
+        if after_epoch is not None:
+            after_epoch(state["epoch"], sim)
     if settings.patience and (run_dir / "best.npz").exists():
         sim.load_params(run_dir / "best")  # restore the best epoch's weights
     result = {"history": state["history"], "epochs": state["epoch"], "best_epoch": state.get("best_epoch")}

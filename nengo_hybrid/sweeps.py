@@ -240,9 +240,10 @@ def dice_vs_timesteps_figure(path, timesteps, curves, elbows, paper_elbow):
 
 
 def main(argv, doc, name, profiles, run):
-    """The command line of a sweep over a trained run: ``run`` only (`nengo_hybrid.paths.
-    experiment_parser`), with the data folders and ``--unet DIR``, the trained run to read
-    (default: the results folder of the U-Net profile the sweep's profile names).
+    """The command line of an analysis of a trained run (a sweep, or fine-tuning vs
+    direct training): ``run`` only (`nengo_hybrid.paths.experiment_parser`), with the
+    data folders and ``--unet DIR``, the trained run to read (default: the results
+    folder of the U-Net profile the analysis's profile names).
     ``run(config, images, labels, out_dir, unet_dir=..., resume=...)``."""
     parser, run_parser, _ = experiment_parser(doc, name, profiles)
     segmentation.add_folder_arguments(run_parser)
