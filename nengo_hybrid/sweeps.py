@@ -60,7 +60,8 @@ def threshold_sweep(config, trained, images, labels, out_dir, caption, resume=Fa
     shape = slices.images.shape[1:3]
     scores = {(split, model): [] for split in SPLITS for model in MODELS}
     subjects = {}
-    for fold, loss in trained.cells():
+    cells = trained.cells()
+    for fold, loss in cells:
         train, test = fold_slices(trained.config, slices, trained.folds, fold)
         parts = {"validation": validation_slices(trained.config, train, config.validation_subjects),
                  "test": test}
@@ -90,8 +91,8 @@ def threshold_sweep(config, trained, images, labels, out_dir, caption, resume=Fa
                 "test_at_0.5": float(curves["test", model][default[0]]) if len(default) else None}
                for model in MODELS]
     words = caption.format(first=cutoffs[0], last=cutoffs[-1],
-                           folds=", ".join(str(f) for f in trained.config.fold_indices()),
-                           losses=", ".join(trained.config.losses), unet_dir=trained.run_dir,
+                           folds=", ".join(str(f) for f in dict.fromkeys(f for f, _ in cells)),
+                           losses=", ".join(dict.fromkeys(loss for _, loss in cells)), unet_dir=trained.run_dir,
                            n_val=_distinct(subjects, "validation"),
                            n_val_slices=pooled["validation", MODELS[0]].shape[1],
                            n_test=_distinct(subjects, "test"), n_test_slices=pooled["test", MODELS[0]].shape[1],
@@ -116,7 +117,7 @@ def _write_table(out_dir, cutoffs, curves, best, summary, caption):
     the chosen cut-offs marked; then each model's chosen cut-off and its test Dice."""
     rows = []
     for k, cutoff in enumerate(cutoffs):
-        row = {"threshold": float(cutoff)}
+        row = {"threshold": f"{cutoff:.2f}"}
         for model in MODELS:
             mark = " ◀" if np.isclose(cutoff, best[model]) else ""
             row[f"{model}_validation"] = f"{curves['validation', model][k]:.4f}{mark}"
