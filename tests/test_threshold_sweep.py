@@ -62,7 +62,8 @@ def test_validation_subjects_are_the_held_out_training_subjects(sweep, unet_quic
 
     config = unet.PROFILES["quick"]
     for key, split in subjects.items():
-        train, test = folds[int(key.removeprefix("fold").split("/")[0])]
+        fold = folds[int(key.removeprefix("fold").split("/")[0])]
+        train, test = fold["train"], fold["test"]
         assert split["test"] == test[:config.test_subjects or None]
         assert set(split["validation"]) <= set(train) and not set(split["validation"]) & set(test)
         # the ANN's early-stopping split of the training slices (40 per subject, in order)
