@@ -25,7 +25,7 @@ from nengo_hybrid.crossval import fold_slices, validation_slices  # noqa: E402
 from nengo_hybrid.experiment import ExperimentRun, seed_everything  # noqa: E402
 from nengo_hybrid.losses import LastTimesteps  # noqa: E402
 from nengo_hybrid.simulation import predict  # noqa: E402
-from nengo_hybrid.stages import balance_stage, load_thresholds, network, train  # noqa: E402
+from nengo_hybrid.stages import ann_outputs, balance_stage, load_thresholds, network, train  # noqa: E402
 
 MODES = ("fine_tune", "direct")
 
@@ -124,8 +124,9 @@ def compare(config, trained, images, labels, out_dir, caption, resume=False):
                           eval_window=settings.n_steps)
     cell = trained.cell_dir(fold, loss)
     task_loss = trained.config.loss(loss)
-    with run.timed("ann_s"):
-        ann = trained.outputs(fold, loss, val.images)["ann"]
+    with run.timed("ann_s"):  # the ANN alone: the SNNs' outputs are not needed here
+        ann = ann_outputs(trained.make_model(trained.config, val.images.shape[1:]), trained.config, cell / "ann",
+                          val.images)
     ann_dice = float(np.mean(metrics.dice_2d(segmentation.probabilities(ann, val.images.shape[1:3]), val.masks,
                                              threshold=trained.config.threshold).on_target))
     target = config.target_fraction * ann_dice

@@ -5,17 +5,19 @@ import pytest
 from nengo_hybrid.paths import data_dir
 
 
+def skip_or_fail(message):
+    """Missing data: CI must have it (fail); elsewhere the test is skipped."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def data_root():
     """The real data directory; CI must have it, elsewhere its absence skips."""
     root = data_dir()
     if not (root / "caltech101").is_dir():
-        message = (
-            f"no data at {root.resolve()} (set NENGO_HYBRID_DATA, or run `make data`)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"no data at {root.resolve()} (set NENGO_HYBRID_DATA, or run `make data`)")
     return root
 
 
@@ -25,10 +27,7 @@ def msd_root(data_root):
     in CI, without it)."""
     root = data_root / "msd_hippocampus"
     if not root.is_dir():
-        message = f"no {root.resolve()} (run `make data`)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"no {root.resolve()} (run `make data`)")
     return root
 
 

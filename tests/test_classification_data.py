@@ -2,7 +2,6 @@
 stratified, seeded split, 32x32 RGB images; on images written here in the official
 layout, the resize and the errors; and the balanced accuracy the table reports."""
 
-import os
 import re
 
 import numpy as np
@@ -18,6 +17,8 @@ from data_prep.caltech101 import (
 )
 from nengo_hybrid.metrics import balanced_accuracy
 
+from conftest import skip_or_fail
+
 
 @pytest.fixture(scope="module")
 def categories_root(data_root):
@@ -25,10 +26,7 @@ def categories_root(data_root):
     root = data_root / "caltech101"
     missing = [name for name in CLASSIFICATION_CATEGORIES if not (root / CATEGORY_DIR / name).is_dir()]
     if missing:
-        message = f"no {missing} under {(root / CATEGORY_DIR).resolve()}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"no {missing} under {(root / CATEGORY_DIR).resolve()}")
     return root
 
 
