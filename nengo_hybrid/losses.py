@@ -190,6 +190,40 @@ class DiceLoss(MaskLoss):
         return {**super().get_config(), "smooth": self.smooth, "over_batch": self.over_batch}
 
 
+class SliceDiceError(MaskLoss):
+    r"""One minus the Dice of each thresholded mask: what the tables score, as a
+    validation measure early stopping can watch (it has no gradient).
+
+    .. math:: E = 1 - \frac{2 |P \cap T|}{|P| + |T|},
+
+    with :math:`P` the pixels whose probability exceeds ``threshold`` and :math:`T` the
+    target's; a mask whose target is empty scores 0 if :math:`P` is empty too and 1
+    otherwise, the rule of `nengo_hybrid.metrics.dice_2d` (``empty="score"``), so its
+    mean over a validation set is one minus that set's 2D Dice over all slices.
+
+    A loss can fall while this rises: a fine-tuned U-Net lowered its validation BCE by
+    shrinking every mask below the 0.5 cut-off (measured here), so the segmentation's
+    fine-tuning keeps the epoch of least ``val_output_dice_error``.
+    """
+
+    def __init__(self, from_logits=True, threshold=0.5, name="dice_error", **kwargs):
+        super().__init__(from_logits=from_logits, name=name, **kwargs)
+        self.threshold = float(threshold)
+
+    def per_mask(self, y_true, y_pred):
+        predicted = tf.cast(self.probabilities(y_pred) > self.threshold, y_pred.dtype)
+        target = tf.cast(y_true > 0.5, y_pred.dtype)
+        overlap = tf.reduce_sum(predicted * target, axis=-1)
+        n_pred = tf.reduce_sum(predicted, axis=-1)
+        n_true = tf.reduce_sum(target, axis=-1)
+        dice = tf.where(n_true > 0, 2.0 * overlap / tf.maximum(n_pred + n_true, 1.0),
+                        tf.cast(n_pred == 0, y_pred.dtype))
+        return 1.0 - dice
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
 class BCEDice(MaskLoss):
     r"""The weighted sum of `BinaryCrossEntropy` and `DiceLoss` (the paper: 0.5 each),
 

@@ -129,6 +129,13 @@ def firing_rate_bars(rates_by_model, path, title, thresholds=None):
     save_figure(fig, path)
 
 
+CURVE_LABELS = {"loss": "total loss (task + rate regularisation)",
+                "val_loss": "validation total loss",
+                "output_loss": "task loss (output)",
+                "val_output_loss": "validation task loss",
+                "val_output_dice_error": "validation 1 - 2D Dice (early stopping)"}
+
+
 def training_curves(histories, path):
     """Loss per epoch of each training stage (training and validation)."""
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.2), squeeze=False)
@@ -136,12 +143,10 @@ def training_curves(histories, path):
         for key, values in history.items():
             if history.get(f"{key[:-4]}output_loss" if key.endswith("loss") else None) == values:
                 continue  # a total with nothing but the task loss in it: drawn once
-            if key in ("loss", "val_loss", "output_loss", "val_output_loss"):
-                label = {"loss": "total loss (task + rate regularisation)",
-                         "val_loss": "validation total loss",
-                         "output_loss": "task loss (output)",
-                         "val_output_loss": "validation task loss"}[key]
-                ax.plot(np.arange(1, len(values) + 1), values, label=label)
+            if key in CURVE_LABELS:
+                # the watched validation Dice error (no loss) dashed beside the losses
+                style = "--" if key.endswith("dice_error") else "-"
+                ax.plot(np.arange(1, len(values) + 1), values, style, label=CURVE_LABELS[key])
         ax.set(xlabel="epoch", ylabel="loss", title=stage, yscale="log")
         ax.legend(fontsize=8)
     save_figure(fig, path)

@@ -25,7 +25,7 @@ from nengo_hybrid.atomic import json_default, replacing, write_json
 from nengo_hybrid.balancing import apply_thresholds, balance_thresholds
 from nengo_hybrid.encoding import draw_seed
 from nengo_hybrid.families import convert, get_family
-from nengo_hybrid.losses import LastTimesteps
+from nengo_hybrid.losses import LastTimesteps, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
 from nengo_hybrid.simulation import iterate_predictions, predict
@@ -59,7 +59,10 @@ class TrainSettings:
     monitor : str
         The validation quantity early stopping watches: by default the task loss alone
         (``val_output_loss``), since the total also holds the firing-rate terms; a
-        network with no other loss logs only ``val_loss``, used then.
+        network with no other loss logs only ``val_loss``, used then.  A measure of
+        `MONITORED_METRICS` (``val_output_dice_error``: one minus the 2D Dice of the
+        thresholded masks) is computed on the output beside the loss, read as the
+        loss reads it, and watched instead.
     plateau_patience : int or None
         Reduce the learning rate on a plateau (PyTorch's and Keras' ReduceLROnPlateau):
         after this many epochs in which the monitored loss (the validation one, else
@@ -83,6 +86,24 @@ class TrainSettings:
     plateau_patience: Optional[int] = None
     plateau_factor: float = 0.1
     plateau_min_lr: float = 1e-6
+
+
+# validation measures that early stopping can watch beside the losses (by the name
+# Keras logs them under, ``val_output_<name>``; lower is better)
+MONITORED_METRICS = {"dice_error": SliceDiceError}
+
+
+def monitored_metrics(monitor, loss):
+    """The output metrics ``monitor`` needs compiled (None if it names a loss): the
+    measure read from the output as ``loss`` reads it (over its last timesteps if
+    ``loss`` is `LastTimesteps`)."""
+    name = monitor[len("val_output_"):] if monitor.startswith("val_output_") else monitor
+    if name not in MONITORED_METRICS:
+        return None
+    metric = MONITORED_METRICS[name]()
+    if isinstance(loss, LastTimesteps):
+        metric = LastTimesteps(metric, loss.n_steps, name=name)
+    return [metric]
 
 
 def _batches(n, batch_size):
@@ -206,7 +227,8 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     validation = data(val_idx) if n_val else None
 
     optimizer = tf.optimizers.Adam(settings.learning_rate)
-    converted.compile(sim, optimizer, loss, regularization=regularization)
+    converted.compile(sim, optimizer, loss, regularization=regularization,
+                      metrics=monitored_metrics(settings.monitor, loss))
     # the optimizer's slots exist before a checkpoint is read into them
     optimizer.build(sim.keras_model.trainable_variables)
     optimizer_checkpoint = tf.train.Checkpoint(optimizer=optimizer)
@@ -383,9 +405,14 @@ class _EarlyStoppingState(tf.keras.callbacks.Callback):
     def consider(self, logs, epoch):
         """Keep the weights if ``logs`` hold the best monitored value so far; None if
         they hold no validation value."""
-        val = logs.get(self.monitor, logs.get("val_loss"))
+        val = logs.get(self.monitor)
         if val is None:
-            return None
+            if "val_loss" not in logs:
+                return None  # no validation data
+            if self.monitor != "val_output_loss":
+                raise KeyError(f"early stopping watches {self.monitor!r}, which training does not "
+                               f"log (it logs {', '.join(sorted(logs))})")
+            val = logs["val_loss"]
         if self.state["best"] is not None and val >= self.state["best"]:
             return False
         self.state.update(best=float(val), wait=0, best_epoch=epoch + 1)

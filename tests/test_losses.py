@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import nengo_hybrid as nh
-from nengo_hybrid.losses import BCEDice, BinaryCrossEntropy, DiceLoss, LastTimesteps
+from nengo_hybrid.losses import BCEDice, BinaryCrossEntropy, DiceLoss, LastTimesteps, SliceDiceError
 from nengo_hybrid.metrics import dice_2d, dice_3d, mean_std
 
 LOSSES = [BinaryCrossEntropy, DiceLoss, BCEDice]
@@ -241,6 +241,23 @@ def test_dice_2d_scores_each_slice_with_an_explicit_empty_rule():
         dice_2d(pred, true, empty="ignore")
     with pytest.raises(ValueError, match="3 pixels, 4 true masks of 6 pixels"):
         dice_2d(pred[:, :1], true)
+
+
+def test_slice_dice_error_is_one_minus_the_tables_2d_dice():
+    rng = np.random.RandomState(3)
+    masks = (rng.uniform(size=(12, 7, 5, 1)) > 0.7).astype(np.float32)
+    masks[:4] = 0  # empty targets: two predicted empty, two with false positives
+    logits = rng.normal(0, 2, size=masks.shape).astype(np.float32)
+    logits[:2] = -3.0
+    logits[5] = np.where(masks[5] > 0, 4.0, -4.0)  # a perfect slice
+    expected = 1 - dice_2d(tf.sigmoid(logits).numpy(), masks).scores
+    assert set(expected[:4]) == {0.0, 1.0} and expected[5] == 0.0
+    np.testing.assert_allclose(value(SliceDiceError(), masks, logits), expected.mean(), atol=1e-6)
+    # from probabilities, over NengoDL's (batch, steps, pixels) outputs read late
+    steps = np.stack([np.full_like(logits, -9.0), logits], axis=1).reshape(12, 2, -1)
+    over_time = LastTimesteps(SliceDiceError(), 1)
+    np.testing.assert_allclose(value(over_time, masks.reshape(12, 1, -1).repeat(2, 1), steps),
+                               expected.mean(), atol=1e-6)
 
 
 def test_dice_3d_pools_each_subjects_voxels_whatever_the_slice_order():
