@@ -12,7 +12,8 @@ export NENGO_HYBRID_DATA := $(DATA_ABS)
 # the experiment profile: paper (the paper's protocol) or quick (minutes)
 PROFILE ?= paper
 
-.PHONY: setup data locnet cae unet sweeps finetune-vs-direct test demo benchmark bench-env clean
+.PHONY: setup data locnet cae unet sweeps finetune-vs-direct binary-ternary reproduce test demo benchmark \
+	bench-env clean
 
 setup: $(STAMP)
 
@@ -25,8 +26,11 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 # Fetches the real data sets from their official sources into $(DATA).
+# DATASETS=cifar10 fetches CIFAR-10 (the binary-vs-ternary table's own data set) as well; without
+# it the table runs on ten Caltech-101 categories that `make data` extracts.
+DATASETS ?=
 data: setup
-	$(PY) -m data_prep.download --data "$(DATA_ABS)"
+	$(PY) -m data_prep.download $(DATASETS) --data "$(DATA_ABS)"
 
 # Table 1 of the paper (LocNet on Caltech-101 airplanes) into results/locnet/
 # (PROFILE=quick: results/locnet_quick/); fetches the data first if $(DATA) lacks it.
@@ -63,6 +67,19 @@ sweeps: setup
 finetune-vs-direct: setup
 	@test -d "$(DATA_ABS)/msd_hippocampus" || $(MAKE) --no-print-directory data
 	$(PY) experiments/finetune_vs_direct.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
+
+# Binary vs ternary input spikes (Tables 4 and 5): a VGG-5 classifier (on CIFAR-10 if $(DATA)/cifar10
+# holds it, else ten Caltech-101 categories at 32x32) and the U-Net, each trained, converted and
+# fine-tuned on [0, 1] and on [-1, 1] inputs, into results/binary_ternary_cpu/ (PROFILE as for unet).
+binary-ternary: setup
+	@test -d "$(DATA_ABS)/msd_hippocampus" -a -d "$(DATA_ABS)/caltech101" || $(MAKE) --no-print-directory data
+	$(PY) experiments/binary_ternary.py run --profile $(UNET_PROFILE) --data "$(DATA_ABS)" $(ARGS)
+
+# Every experiment of both papers in order (each with its default profile, or PROFILE=...), then
+# results/README.md: every table with its floor and the paper's numbers, and links to the figures.
+reproduce: setup
+	$(MAKE) --no-print-directory locnet cae unet sweeps finetune-vs-direct binary-ternary
+	$(PY) -m nengo_hybrid.results_page --profile $(if $(filter file,$(origin PROFILE)),default,$(PROFILE))
 
 # The whole suite: unit tests, tests on the real data, and every notebook (the tests that
 # read one trained quick U-Net run share a worker, so it is trained once).

@@ -257,8 +257,10 @@ def category_images(root, name):
     if not folder.is_dir():
         raise DataError(
             f"{folder}: no such folder; expected the official Caltech-101 layout "
-            f"(101_ObjectCategories/<category>/image_NNNN.jpg).  `make data` extracts only the "
-            f"airplanes: the other categories are in 101_ObjectCategories.tar.gz of "
+            f"(101_ObjectCategories/<category>/image_NNNN.jpg).  `make data` extracts the "
+            f"airplanes and the stand-in's ten categories into a new data folder (a folder "
+            f"fetched before it learned to holds only the airplanes: delete its caltech101/ "
+            f"and run `make data` again); every category is in 101_ObjectCategories.tar.gz of "
             f"caltech-101.zip (https://doi.org/10.22002/D1.20086)"
         )
     paths = sorted(folder.glob("image_*.jpg"))

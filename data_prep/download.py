@@ -8,8 +8,9 @@ by the binary-vs-ternary classification table) is fetched when named.
 Caltech-101 (Li, Andreeto, Ranzato, Perona; doi:10.22002/D1.20086) comes as
 ``caltech-101.zip`` holding ``101_ObjectCategories.tar.gz`` and ``Annotations.tar``.  The
 download goes through pooch (caching, progress bar); both inner archives are checked
-against their published md5 before anything is extracted, and only the airplanes and
-their annotations are extracted, in the official layout, into ``DIR/caltech101``.  The
+against their published md5 before anything is extracted, and only the airplanes with
+their annotations and the nine other categories of the binary-vs-ternary table's CIFAR-10
+stand-in are extracted, in the official layout, into ``DIR/caltech101``.  The
 extraction happens in a temporary folder that is renamed into place at the end, so a
 failed or interrupted run leaves nothing half-written.
 
@@ -38,6 +39,7 @@ import pooch
 from tqdm import tqdm
 
 from data_prep import cifar10
+from data_prep.caltech101 import CLASSIFICATION_CATEGORIES
 from nengo_hybrid.paths import add_data_argument, data_dir
 
 CALTECH101_URL = "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip?download=1"
@@ -45,10 +47,12 @@ CALTECH101_MD5 = {
     "101_ObjectCategories.tar.gz": "b224c7392d521a49829488ab0f1120d9",
     "Annotations.tar": "6f83eeb1f24d99cab4eb377263132c91",
 }
-# what is kept of each inner archive
+# what is kept of each inner archive: the airplanes with their boxes (LocNet) and the ten
+# categories of the CIFAR-10 stand-in (the binary-vs-ternary classification table)
 CALTECH101_KEEP = {
-    "101_ObjectCategories.tar.gz": "101_ObjectCategories/airplanes/",
-    "Annotations.tar": "Annotations/Airplanes_Side_2/",
+    "101_ObjectCategories.tar.gz": tuple(f"101_ObjectCategories/{name}/"
+                                         for name in CLASSIFICATION_CATEGORIES),
+    "Annotations.tar": ("Annotations/Airplanes_Side_2/",),
 }
 CALTECH101_HELP = """\
 Could not fetch Caltech-101: {error}
@@ -113,7 +117,8 @@ def _member(archive, name):
 
 
 def _extract_subtree(tar_path, prefix, dest):
-    """Extract the members of ``tar_path`` under ``prefix`` into ``dest``."""
+    """Extract the members of ``tar_path`` under ``prefix`` (a folder path, or a tuple
+    of them) into ``dest``."""
     with tarfile.open(tar_path) as tar:
         members = [
             m for m in tar.getmembers()
@@ -123,7 +128,8 @@ def _extract_subtree(tar_path, prefix, dest):
         ]
         if not members:
             raise DownloadError(f"{tar_path}: has nothing under {prefix}")
-        for member in tqdm(members, desc=f"extracting {prefix}", unit="file"):
+        for member in tqdm(members, desc=f"extracting {prefix if isinstance(prefix, str) else tar_path.name}",
+                           unit="file"):
             member.name = member.name.lstrip("./")
             if ".." in Path(member.name).parts:
                 raise DownloadError(f"{tar_path}: unsafe member name {member.name}")
@@ -147,7 +153,9 @@ def _retrieve(url, fname, cache, known_hash=None):
 
 
 def fetch_caltech101(data, url=CALTECH101_URL, md5=CALTECH101_MD5):
-    """Download and extract the Caltech-101 airplanes into ``data/caltech101``.
+    """Download and extract the Caltech-101 airplanes (with their boxes) and the nine
+    other categories of `data_prep.caltech101.CLASSIFICATION_CATEGORIES` into
+    ``data/caltech101``.
 
     Does nothing if ``data/caltech101`` already exists.  Returns its path.
     """
@@ -174,7 +182,7 @@ def fetch_caltech101(data, url=CALTECH101_URL, md5=CALTECH101_MD5):
         for name, prefix in CALTECH101_KEEP.items():
             _extract_subtree(tmp / name, prefix, staged)
         staged.rename(dest)  # atomic: dest appears complete or not at all
-    print(f"Caltech-101 airplanes are in {dest}")
+    print(f"Caltech-101 airplanes and the stand-in's categories are in {dest}")
     return dest
 
 

@@ -33,7 +33,7 @@ from nengo_hybrid.experiment import describe_training
 from nengo_hybrid.losses import BCEDice, BinaryCrossEntropy, DiceLoss
 from nengo_hybrid.models.unet import build_unet
 from nengo_hybrid.paths import default_out
-from nengo_hybrid.stages import Balancing, SpikingSettings, TrainSettings
+from nengo_hybrid.stages import THREE_STAGE_IF, Balancing, SpikingSettings, TrainSettings
 
 LOSSES = ("bce", "dice", "bce_dice")
 
@@ -80,9 +80,8 @@ class UNetConfig:
     steps_sweep: tuple = (25, 50, 100, 150, 200)
     eval_batch: int = 26
     rate_examples: int = 208
-    spiking: SpikingSettings = SpikingSettings(
-        converted_family="if", finetuned_family="if", finetuned_name="fine_tuned", encoding="poisson",
-        balancing=Balancing(examples=208, percentile=99.9, scale=1.0, batch_size=26))
+    spiking: SpikingSettings = replace(THREE_STAGE_IF, balancing=Balancing(examples=208, percentile=99.9,
+                                                                           scale=1.0, batch_size=26))
     threshold: float = 0.5
     atlas_threshold: float = 0.5
     figure_slices: int = 6

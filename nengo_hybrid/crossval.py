@@ -114,6 +114,13 @@ class TrainedRun:
     def cell_dir(self, fold, loss):
         return self.run_dir / "cells" / f"fold{fold}" / loss
 
+    def cell_scores(self, fold, loss):
+        """The finished cell's ``scores.json`` (`run_cell`)."""
+        path = self.cell_dir(fold, loss) / "scores.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the cell is not finished; finish the run (--resume) first")
+        return json.loads(path.read_text())
+
     def load(self, images, labels):
         """Every slice of the run's subjects from ``images``/``labels``."""
         ids = sorted({i for train, test in self.folds for i in train + test})
@@ -129,7 +136,8 @@ class TrainedRun:
                 if str(saved["x_sha1"]) == _fingerprint(x):
                     return {name: saved[name] for name in MODELS}
         model = self.make_model(self.config, x.shape[1:])
-        outputs = evaluate_stages(model, self.config, self.cell_dir(fold, loss), x)["outputs"]
+        # the outputs alone: no second pass for the firing rates
+        outputs = evaluate_stages(model, self.config, self.cell_dir(fold, loss), x, with_rates=False)["outputs"]
         if cache is not None:
             with replacing(Path(cache), ".npz") as tmp:
                 np.savez(tmp, x_sha1=_fingerprint(x), **outputs)

@@ -67,11 +67,12 @@ class ExperimentRun:
         yield
         self.timings[key] = self.timings.get(key, 0.0) + time.time() - start
 
-    def stages(self, model, x_train, y_train, x_test, task_loss, folder=None, prefix="", **kwargs):
-        """`run_stages` under this run's configuration, in ``out_dir`` (or
-        ``out_dir/folder``), resuming if the run resumes; its stage timings are added
-        to ``timings`` (keys prefixed by ``prefix``)."""
-        results = run_stages(model, self.config, x_train, y_train, x_test, task_loss,
+    def stages(self, model, x_train, y_train, x_test, task_loss, folder=None, prefix="", config=None,
+               **kwargs):
+        """`run_stages` under this run's configuration (or a cell's ``config``), in
+        ``out_dir`` (or ``out_dir/folder``), resuming if the run resumes; its stage
+        timings are added to ``timings`` (keys prefixed by ``prefix``)."""
+        results = run_stages(model, config or self.config, x_train, y_train, x_test, task_loss,
                              self.out_dir / folder if folder else self.out_dir,
                              resume=self.resume, **kwargs)
         for key, seconds in results["timings"].items():

@@ -39,7 +39,8 @@ def versions():
     }
 
 
-def _fmt(value, digits=4):
+def format_value(value, digits=4):
+    """A table cell: 4 decimals, 3 significant digits for the very large and small, – for None."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -104,7 +105,7 @@ def write_table(out_dir, name, records, columns, caption):
     lines = ["| " + " | ".join(header for _, header in columns) + " |"]
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for record in records:
-        lines.append("| " + " | ".join(_fmt(record.get(key)) for key, _ in columns) + " |")
+        lines.append("| " + " | ".join(format_value(record.get(key)) for key, _ in columns) + " |")
     write_text(out_dir / f"{name}.md", "\n".join(lines) + "\n\n" + caption.strip() + "\n")
 
 

@@ -516,6 +516,13 @@ class SpikingSettings:
     balancing: Optional[Balancing] = None
 
 
+# the second paper's three stages: integrate-and-fire neurons fed Poisson spikes, converted
+# and then fine-tuned through time (surrogate gradient) in that same family; an experiment
+# adds its threshold balancing (``dataclasses.replace(THREE_STAGE_IF, balancing=...)``)
+THREE_STAGE_IF = SpikingSettings(converted_family="if", finetuned_family="if", finetuned_name="fine_tuned",
+                                 encoding="poisson")
+
+
 def spiking_settings(config):
     """``config.spiking``, or the first paper's defaults for a config without it."""
     return getattr(config, "spiking", None) or SpikingSettings()
@@ -732,15 +739,17 @@ def input_rate_hz(config, x):
     return input_spike_rate_hz(x)
 
 
-def evaluate_stages(model, config, run_dir, x):
+def evaluate_stages(model, config, run_dir, x, with_rates=True):
     """The three models of a finished `run_stages` in ``run_dir`` evaluated on ``x``
     (same keys as `run_stages`, without histories and timings; ``finetune_epochs`` and
-    ``finetune_best_epoch`` None if the run's checkpoints are not there)."""
+    ``finetune_best_epoch`` None if the run's checkpoints are not there; without
+    ``with_rates`` the spiking models' ``rates`` are None and their second pass is
+    saved)."""
     run_dir = Path(run_dir)
     name = spiking_settings(config).finetuned_name
     thresholds = load_thresholds(run_dir)
-    converted = spiking_evaluation(model, config, run_dir / "ann", x, thresholds)
-    tuned = spiking_evaluation(model, config, run_dir / name, x, thresholds)
+    converted = spiking_evaluation(model, config, run_dir / "ann", x, thresholds, with_rates=with_rates)
+    tuned = spiking_evaluation(model, config, run_dir / name, x, thresholds, with_rates=with_rates)
     # how fine-tuning went, from its checkpoint's state (absent if the run was copied
     # without its checkpoints)
     state_path = run_dir / "checkpoints" / name / "state.json"

@@ -29,10 +29,12 @@ def tar_bytes(files, gzip):
 
 @pytest.fixture
 def served_archive(data_root, tmp_path):
-    """A caltech-101.zip with two airplanes (and one other category) served locally."""
+    """A caltech-101.zip with two airplanes, a watch (a category of the classification
+    stand-in) and an ant (a category nothing reads) served locally."""
     src = data_root / "caltech101"
     images = {f"101_ObjectCategories/airplanes/image_000{i}.jpg": src / IMAGE_DIR / f"image_000{i}.jpg" for i in (1, 2)}
     images["101_ObjectCategories/watch/image_0001.jpg"] = src / "101_ObjectCategories/watch/image_0001.jpg"
+    images["101_ObjectCategories/ant/image_0001.jpg"] = src / "101_ObjectCategories/watch/image_0002.jpg"
     annotations = {
         f"Annotations/Airplanes_Side_2/annotation_000{i}.mat": src / ANNOTATION_DIR / f"annotation_000{i}.mat"
         for i in (1, 2)
@@ -60,13 +62,15 @@ def served_archive(data_root, tmp_path):
         server.server_close()
 
 
-def test_fetch_extracts_only_airplanes_in_the_official_layout(served_archive, tmp_path):
+def test_fetch_extracts_the_airplanes_and_the_stand_in_categories_in_the_official_layout(
+        served_archive, tmp_path):
     url, md5 = served_archive
     data = tmp_path / "data"
     dest = fetch_caltech101(data, url=url, md5=md5)
     assert dest == data / "caltech101"
     assert image_ids(dest) == ["0001", "0002"]
-    assert not (dest / "101_ObjectCategories" / "watch").exists()
+    assert (dest / "101_ObjectCategories" / "watch" / "image_0001.jpg").is_file()
+    assert not (dest / "101_ObjectCategories" / "ant").exists()
     # a second call finds it and fetches nothing
     assert fetch_caltech101(data, url="http://127.0.0.1:9/unreachable", md5=md5) == dest
 

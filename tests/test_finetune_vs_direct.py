@@ -70,9 +70,13 @@ def test_fine_tuning_starts_at_the_converted_snn_and_direct_training_at_random_w
                                         threshold=trained.config.threshold).on_target)
     for seed in SEEDS:
         assert start["fine_tune", seed] == pytest.approx(converted, abs=1e-6)
-    # random weights differ by seed
-    assert len({round(start["direct", seed], 9) for seed in SEEDS}) > 1 or all(
-        start["direct", seed] == 0 for seed in SEEDS)
+    # direct training starts from random weights that differ by seed: the thresholds
+    # balanced on them differ from seed to seed and from the trained ANN's
+    balanced = [json.loads((comparison / "cells" / f"direct_seed{seed}" / "thresholds.json").read_text())
+                for seed in SEEDS]
+    ann_thresholds = json.loads((trained.cell_dir(0, trained.config.figure_loss) / "thresholds.json").read_text())
+    assert len({json.dumps(b["thresholds"], sort_keys=True) for b in balanced}) == len(SEEDS)
+    assert all(b["thresholds"] != ann_thresholds["thresholds"] for b in balanced)
 
 
 def test_resume_trains_nothing_and_keeps_the_numbers(comparison, unet_quick_run, msd_root):
