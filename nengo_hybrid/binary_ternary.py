@@ -9,6 +9,7 @@ on inputs in [-1, 1] (ternary), the difference reported with its spread.
 """
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -85,8 +86,6 @@ def segmentation_table(config, images, labels, make_model, unet_caption, out_dir
     paired by fold (by test subject when one fold is run) for each loss.
 
     ``caption(config, differences)`` writes the table's caption."""
-    from pathlib import Path
-
     out_dir = Path(out_dir)
     runs = {}
     for coding in codings.CODINGS:
@@ -144,10 +143,7 @@ def _write(out_dir, name, records, columns, differences, caption, dataset, loss_
     """``name``.{csv,md} (the table, then the differences under it) and ``name``.json:
     ``{"dataset", "records", "differences", "paper_finding"}``."""
     lead = [("loss", "loss")] if loss_column else []
-    text = "\n".join(["| " + " | ".join(h for _, h in lead + DIFFERENCE_COLUMNS) + " |",
-                      "|" + "|".join("---" for _ in lead + DIFFERENCE_COLUMNS) + "|"]
-                     + ["| " + " | ".join(report.format_value(d.get(k)) for k, _ in lead + DIFFERENCE_COLUMNS)
-                        + " |" for d in differences])
+    text = report.markdown_table(differences, lead + DIFFERENCE_COLUMNS)
     report.write_table(out_dir, name, records, columns, caption + "\n\nTernary minus binary:\n\n" + text)
     write_json(out_dir / f"{name}.json", {"dataset": dataset, "records": records, "differences": differences,
                                           "paper_finding": PAPER_FINDING})

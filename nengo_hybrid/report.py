@@ -102,11 +102,15 @@ def write_table(out_dir, name, records, columns, caption):
         writer.writerow(["" if record.get(key) is None else record.get(key) for key, _ in columns])
     write_text(out_dir / f"{name}.csv", buffer.getvalue())
 
-    lines = ["| " + " | ".join(header for _, header in columns) + " |"]
-    lines.append("|" + "|".join("---" for _ in columns) + "|")
-    for record in records:
-        lines.append("| " + " | ".join(format_value(record.get(key)) for key, _ in columns) + " |")
-    write_text(out_dir / f"{name}.md", "\n".join(lines) + "\n\n" + caption.strip() + "\n")
+    write_text(out_dir / f"{name}.md", markdown_table(records, columns) + "\n\n" + caption.strip() + "\n")
+
+
+def markdown_table(records, columns):
+    """``records`` as a Markdown table of ``columns`` ((key, header) pairs)."""
+    lines = ["| " + " | ".join(header for _, header in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(format_value(record.get(key)) for key, _ in columns) + " |" for record in records]
+    return "\n".join(lines)
 
 
 def firing_rate_bars(rates_by_model, path, title, thresholds=None):
