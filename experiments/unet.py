@@ -110,12 +110,15 @@ PROFILES = {
         test_subjects=8,
         filters=(8, 16, 32),
         ann=replace(PAPER_PROFILE.ann, epochs=16, patience=4, plateau_patience=2, examples_per_epoch=2048),
-        # the epoch kept is the one of best validation Dice, the converted weights included:
-        # fine-tuning BCE at T = 40 lowered the validation BCE while shrinking every mask
-        # (its 2D Dice on target fell from 0.715 converted to 0.679, session 5)
-        finetune=replace(PAPER_PROFILE.finetune, epochs=4, batch_size=8, n_steps=40, patience=2,
+        # the epoch kept is the one of best validation Dice on the slices that show
+        # hippocampus, the converted weights included: fine-tuning BCE at T = 40 lowered
+        # the validation BCE while shrinking every mask (its 2D Dice on target fell from
+        # 0.715 converted to 0.679, session 5); keeping the best all-slice Dice instead
+        # favoured fewer false positives on empty slices over the on-target Dice the bar
+        # reads (BCE-Dice: 0.703 against its ANN's 0.745, session 6)
+        finetune=replace(PAPER_PROFILE.finetune, epochs=3, batch_size=8, n_steps=40, patience=2,
                          validation_fraction=0.02, examples_per_epoch=160, plateau_patience=1,
-                         monitor="val_output_dice_error"),
+                         monitor="val_output_dice_error_on_target"),
         eval_steps=40, eval_window=40, steps_sweep=(10, 20, 30, 40), eval_batch=26,
         rate_examples=52,
         # chosen on 3 validation subjects of fold 0 (the BCE ANN: 3D Dice 0.84): at T = 40
@@ -132,8 +135,9 @@ PROFILES = {
                     "starting at half its threshold instead of 0 (Bu et al. 2022; started at 0, "
                     "twelve IF layers deliver almost nothing to the output in 40 steps; both chosen on "
                     "validation subjects); fine-tuning "
-                    "on 160 slices an epoch for at most 4 epochs, minibatches of 8, keeping the epoch "
-                    "of best validation Dice rather than least validation loss")),
+                    "on 160 slices an epoch for at most 3 epochs, minibatches of 8, keeping the epoch "
+                    "of best validation Dice on hippocampus-bearing slices rather than least "
+                    "validation loss")),
     "quick": replace(
         PAPER_PROFILE,
         max_subjects=15, folds=5, run_folds=(0,), filters=(4, 8), losses=("bce", "bce_dice"),

@@ -103,8 +103,9 @@ def describe_training(settings, held_out="whole subjects"):
         words += (f", the learning rate times {settings.plateau_factor:g} after "
                   f"{settings.plateau_patience} epochs without progress (ReduceLROnPlateau)")
     if settings.patience:
-        watched = {"val_output_dice_error": "highest 2D Dice (all slices)"}.get(settings.monitor,
-                                                                                "least loss")
+        watched = {"val_output_dice_error": "highest 2D Dice (all slices)",
+                   "val_output_dice_error_on_target": "highest 2D Dice on the slices that show the target"
+                   }.get(settings.monitor, "least loss")
         words += (f", keeping the epoch of {watched} on {settings.validation_fraction:.0%} of the "
                   f"training slices held out as {held_out} and stopping after {settings.patience} "
                   f"without progress")

@@ -138,7 +138,9 @@ CURVE_LABELS = {"loss": "total loss (task + rate regularisation)",
                 "val_loss": "validation total loss",
                 "output_loss": "task loss (output)",
                 "val_output_loss": "validation task loss",
-                "val_output_dice_error": "validation 1 - 2D Dice (early stopping)"}
+                "val_output_dice_error": "validation 1 - 2D Dice (early stopping)",
+                "val_output_dice_error_on_target": "validation (1 - 2D Dice on target) x share of "
+                                                   "slices on target (early stopping)"}
 
 
 def training_curves(histories, path):
@@ -150,7 +152,7 @@ def training_curves(histories, path):
                 continue  # a total with nothing but the task loss in it: drawn once
             if key in CURVE_LABELS:
                 # the watched validation Dice error (no loss) dashed beside the losses
-                style = "--" if key.endswith("dice_error") else "-"
+                style = "--" if "dice_error" in key else "-"
                 ax.plot(np.arange(1, len(values) + 1), values, style, label=CURVE_LABELS[key])
         ax.set(xlabel="epoch", ylabel="loss", title=stage, yscale="log")
         ax.legend(fontsize=8)

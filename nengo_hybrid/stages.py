@@ -10,6 +10,7 @@ state) continues exactly where the killed one stopped.  Checkpoints are written 
 Keras callback after every epoch, atomically (new files, then a renamed state file).
 """
 
+import functools
 import json
 import shutil
 import sys
@@ -61,7 +62,8 @@ class TrainSettings:
         (``val_output_loss``), since the total also holds the firing-rate terms; a
         network with no other loss logs only ``val_loss``, used then.  A measure of
         `MONITORED_METRICS` (``val_output_dice_error``: one minus the 2D Dice of the
-        thresholded masks) is computed on the output beside the loss, read as the
+        thresholded masks; ``val_output_dice_error_on_target``: the same over the masks
+        that show the target, see `SliceDiceError`) is computed on the output beside the loss, read as the
         loss reads it, and watched instead.
     plateau_patience : int or None
         Reduce the learning rate on a plateau (PyTorch's and Keras' ReduceLROnPlateau):
@@ -90,7 +92,8 @@ class TrainSettings:
 
 # validation measures that early stopping can watch beside the losses (by the name
 # Keras logs them under, ``val_output_<name>``; lower is better)
-MONITORED_METRICS = {"dice_error": SliceDiceError}
+MONITORED_METRICS = {"dice_error": SliceDiceError,
+                     "dice_error_on_target": functools.partial(SliceDiceError, on_target=True)}
 
 
 def monitored_metrics(monitor, loss):

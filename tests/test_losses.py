@@ -259,6 +259,14 @@ def test_slice_dice_error_is_one_minus_the_tables_2d_dice():
     np.testing.assert_allclose(value(over_time, masks.reshape(12, 1, -1).repeat(2, 1), steps),
                                expected.mean(), atol=1e-6)
 
+    # on target: the masks with no target count 0, so the mean is the share of masks
+    # with target times one minus their mean Dice (the tables' "on target" column)
+    on_target = dice_2d(tf.sigmoid(logits).numpy(), masks).on_target
+    assert len(on_target) == 8
+    np.testing.assert_allclose(value(SliceDiceError(on_target=True), masks, logits),
+                               8 / 12 * (1 - on_target.mean()), atol=1e-6)
+    assert SliceDiceError(on_target=True).name == "dice_error_on_target"
+
 
 def test_dice_3d_pools_each_subjects_voxels_whatever_the_slice_order():
     rng = np.random.RandomState(0)

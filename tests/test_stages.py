@@ -59,28 +59,34 @@ def test_training_that_helps_keeps_its_best_epoch(tmp_path):
     assert state["best"] == min(state["history"]["val_loss"])
 
 
-def test_early_stopping_can_watch_the_validation_dice(tmp_path):
+@pytest.mark.parametrize("monitor", ["val_output_dice_error", "val_output_dice_error_on_target"])
+def test_early_stopping_can_watch_the_validation_dice(tmp_path, monitor):
     rng = np.random.RandomState(1)
     x = rng.uniform(-1, 1, size=(64, 6)).astype(np.float32)
     masks = (x[:, :1] + rng.uniform(-1, 1, size=(64, 8)) > 0).astype(np.float32)
+    masks[::3] = 0  # a third of the masks show no target
     tf.keras.utils.set_random_seed(0)
     inp = tf.keras.Input((6,))
     hidden = tf.keras.layers.Dense(16, activation=nh.SoftLIF(sigma=0.02, amplitude=0.01))(inp)
     converted = nh.convert(tf.keras.Model(inp, tf.keras.layers.Dense(8)(hidden)), "rate")
     settings = TrainSettings(learning_rate=0.02, epochs=4, batch_size=16, patience=5,
-                             monitor="val_output_dice_error")
+                             monitor=monitor)
     with converted.simulator(16, n_steps=1) as sim:
         train(converted, sim, x, masks, BinaryCrossEntropy(), settings, tmp_path / "run")
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    errors = state["history"]["val_output_dice_error"]
+    errors = state["history"][monitor]
     assert state["best"] == pytest.approx(min([state["best"]] + errors))
     # the kept weights score that error on the validation examples, by the table's Dice
     val_idx, _ = validation_split(len(x), settings)
     with converted.simulator(16, n_steps=1) as sim:
         sim.load_params(tmp_path / "run" / "best")
         out = sim.predict({converted.input: x[val_idx][:, None]})[converted.output][:, -1]
-    dice = dice_2d(out, masks[val_idx], threshold=0.0).scores
-    assert 1 - dice.mean() == pytest.approx(state["best"], abs=1e-6)
+    if monitor.endswith("on_target"):  # the share on target x (1 - their mean Dice)
+        dice = dice_2d(out, masks[val_idx], threshold=0.0).on_target
+        expected = len(dice) / len(val_idx) * (1 - dice.mean())
+    else:
+        expected = 1 - dice_2d(out, masks[val_idx], threshold=0.0).scores.mean()
+    assert expected == pytest.approx(state["best"], abs=1e-6)
 
 
 def test_early_stopping_refuses_a_measure_training_does_not_log(tmp_path):
