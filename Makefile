@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade "pip>=23.2" wheel
 	# TensorFlow is pinned in the same resolve as nengo-dl, which asks for a bare
 	# tensorflow>=2.3.4 and would otherwise pull a TensorFlow it cannot import.
-	$(PY) -m pip install --quiet -e ".[test]" "tensorflow==2.12.1"
+	$(PY) -m pip install --quiet -e ".[test,cluster]" "tensorflow==2.12.1"
 	touch $(STAMP)
 
 # Fetches the real data sets from their official sources into $(DATA).

@@ -4,6 +4,8 @@ gradient fine-tuning through time), for three losses, cross-validated by subject
 
     python experiments/unet.py run [--profile cpu|paper|quick] [--data DIR | --images DIR
                                    --labels DIR] [--out DIR] [--resume]
+                                   [--executor local|ray [--address ADDR]]
+                                   [--cpus-per-cell N] [--gpus-per-cell N] [--partial]
     python experiments/unet.py evaluate --checkpoint results/unet [--data DIR | --images DIR
                                         [--labels DIR]] [--loss bce_dice] [--fold 0]
                                         [--mask-model fine_tuned] [--out DIR]
@@ -13,7 +15,8 @@ five folds (seeded; ``folds.json``), and for every fold it runs and every loss (
 BCE-Dice) trains the U-Net as an ANN on the other folds' subjects, balances the thresholds
 of its integrate-and-fire conversion, fine-tunes the converted SNN through time, and scores
 the three models and the atlas floor on the fold's test subjects (``cells/fold<k>/<loss>/``,
-resumable).  Table 1 pools the test subjects of every fold run.  ``evaluate`` runs one
+resumable).  The cells run one after another, or with ``--executor ray`` as Ray tasks on
+a local instance or the cluster at ``--address`` (`nengo_hybrid.cells`).  Table 1 pools the test subjects of every fold run.  ``evaluate`` runs one
 trained cell on any folder of volumes and writes its NIfTI masks.
 
 The profiles: ``paper``, the paper's protocol (a GPU job); ``cpu`` (``make unet``), the same
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Tuple
 
 from nengo_hybrid import crossval, segmentation
+from nengo_hybrid.cells import GridOptions, Resources
 from nengo_hybrid.crossval import MODELS
 from nengo_hybrid.experiment import describe_training
 from nengo_hybrid.losses import BCEDice, BinaryCrossEntropy, DiceLoss
@@ -86,6 +90,9 @@ class UNetConfig:
     atlas_threshold: float = 0.5
     figure_slices: int = 6
     figure_loss: str = "bce_dice"  # Figures 3 and 4 show this loss's first fold
+    # what each (fold, loss) cell asks of its machine: all its cores by default; on a
+    # cluster, e.g. 4 cores and 1 GPU (--cpus-per-cell 4 --gpus-per-cell 1)
+    resources: Resources = Resources()
     # what this profile cuts from the paper's protocol, for the caption
     departures: str = ""
 
@@ -159,8 +166,8 @@ def make_model(config, input_shape):
     return build_unet(input_shape, "relu", config.filters, dropout=config.dropout, seed=config.seed)
 
 
-def run(config, images, labels, out_dir, resume=False):
-    return crossval.run(config, images, labels, out_dir, make_model, caption, resume=resume)
+def run(config, images, labels, out_dir, resume=False, grid=GridOptions()):
+    return crossval.run(config, images, labels, out_dir, make_model, caption, resume=resume, grid=grid)
 
 
 def trained_run(profile, images, labels, unet_dir=None):
@@ -217,7 +224,7 @@ def caption(config, floor, n_target):
 
 
 def main(argv=None):
-    return segmentation.main(argv, __doc__, "unet", PROFILES, run, evaluate, MODELS, evaluate_options=[
+    return segmentation.main(argv, __doc__, "unet", PROFILES, run, evaluate, MODELS, grid=True, evaluate_options=[
         ("--loss", {"choices": LOSSES, "default": "bce_dice", "help": "the trained loss (default: bce_dice)"}),
         ("--fold", {"type": int, "default": 0, "help": "the trained fold (default: 0)"})])
 

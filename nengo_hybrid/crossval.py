@@ -2,30 +2,35 @@
 a cell that runs the stages in its own folder and is scored on the fold's test subjects,
 then one table pooling the cells (`nengo_hybrid.segmentation.pooled_record`).
 
-A cell (``cells/fold<k>/<loss>/``) seeds everything from the configuration alone (never
-from the cells run before it), keeps its checkpoints, atlas and ``scores.json``, and is
-read back instead of trained again when the run resumes.  The table step reads finished
-cells only.
+A cell (``cells/fold<k>/<loss>/``, `FoldLossJob`) seeds everything from the
+configuration alone (never from the cells run before it), keeps its checkpoints, atlas
+and ``scores.json``, and is read back instead of trained again when the run resumes.
+The cells run through `nengo_hybrid.cells` (one after another, or as Ray tasks); the
+table step reads finished cells only.
 
 ``config`` needs what `nengo_hybrid.stages.run_stages` needs and ``size``, ``axis``,
 ``intensity``, ``max_subjects``, ``folds``, ``fold_indices()``, ``test_subjects``,
-``losses``, ``loss(name)``, ``threshold``, ``atlas_threshold``, ``figure_slices`` and
-``figure_loss``.
+``losses``, ``loss(name)``, ``threshold``, ``atlas_threshold``, ``figure_slices``,
+``figure_loss`` and ``resources`` (`nengo_hybrid.cells.Resources`).
 """
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from data_prep.hippocampus import cross_validation_folds
 from nengo_hybrid import report, segmentation
 from nengo_hybrid.atomic import replacing, write_bytes, write_json
+from nengo_hybrid.cells import Cell, GridOptions, run_cells
 from nengo_hybrid.experiment import ExperimentRun, finetuning_record, seed_everything
 from nengo_hybrid.segmentation import FLOOR
-from nengo_hybrid.stages import evaluate_stages, load_thresholds, spiking_evaluation, validation_split
+from nengo_hybrid.stages import (evaluate_stages, load_thresholds, run_stages, spiking_evaluation,
+                                 validation_split)
 
 MODELS = ("ann", "converted", "fine_tuned")
 # the paper's Table 1 is an image in the text we have: no numbers to put beside ours
@@ -34,27 +39,90 @@ COLUMNS = ([("loss", "loss"), ("model", "model")] + segmentation.DICE_COLUMNS
            + [("timesteps", "T")] + segmentation.ACTIVITY_COLUMNS)
 
 
-def run(config, images, labels, out_dir, make_model, caption, resume=False):
+def run(config, images, labels, out_dir, make_model, caption, resume=False, grid=GridOptions()):
+    """Every (fold, loss) cell of ``config`` (`grid_cells`) through ``grid.executor``
+    (`nengo_hybrid.cells.run_cells`, each cell asking for ``config.resources``), then
+    Table 1 from the finished cells (`write_table`); a cell that failed or is missing
+    raises `nengo_hybrid.cells.GridIncomplete` naming it, unless ``grid.partial``."""
     run = ExperimentRun(config, out_dir, resume)
     with run.timed("load_s"):
         ids = segmentation.subject_ids(images, labels, config.max_subjects)
-        slices = segmentation.load(config, images, labels, ids)
     folds = cross_validation_folds(ids, config.folds, config.seed)
     run.write("folds.json", {"seed": config.seed, "images": str(images), "labels": str(labels),
                              "run_folds": list(config.fold_indices()), "test_subjects": config.test_subjects,
                              "folds": [{"train": train, "test": test} for train, test in folds]})
-    cells = {}
-    for fold in config.fold_indices():
-        train, test = fold_slices(config, slices, folds, fold)
-        prior = segmentation.atlas(train)
-        for loss in config.losses:
-            print(f"== fold {fold}, {loss}: {len(train.subjects)} training subjects ({len(train)} slices), "
-                  f"{len(test.subjects)} test subjects ({len(test)} slices)", flush=True)
-            cells[fold, loss] = run_cell(run, config, make_model, fold, loss, train, test, prior)
+    cells = grid_cells(config)
+    job = FoldLossJob(config, make_model, str(images), str(labels), str(run.out_dir), resume)
+    result = run_cells(job, cells, grid.executor, config.resources, grid.address)
+    for record in result.records.values():
+        for key, seconds in record["timings"].items():
+            run.timings[f"fold{record['fold']}_{record['loss']}_{key}"] = seconds
+    run.timings["cells_wall_s"] = result.seconds
+    run.write("grid.json", {"executor": grid.executor, "address": grid.address,
+                            "resources": dataclasses.asdict(config.resources),
+                            "finished": sorted(result.records), "failed": result.failures,
+                            "cell_seconds": result.seconds})
+    records = result.require(cells, grid.partial)
+    missing = [cell.name for cell in cells if cell.name not in result.records]
     with run.timed("report_s"):
-        records = write_table(run.out_dir, config, cells, caption)
+        records = write_table(run.out_dir, config, {(r["fold"], r["loss"]): r for r in records}, caption,
+                              missing=missing)
     run.finish("table1")
     return records
+
+
+def grid_cells(config):
+    """The run's cells: every fold run (`config.fold_indices()`) times every loss, named
+    ``fold<k>/<loss>``, in the order the local executor runs them."""
+    return [Cell(f"fold{fold}/{loss}", (("fold", fold), ("loss", loss)))
+            for fold in config.fold_indices() for loss in config.losses]
+
+
+@dataclass(frozen=True)
+class FoldLossJob:
+    """Runs one (fold, loss) cell of a cross-validated run (`run_cell`) from nothing but
+    the cell and this job: it reads the run's ``folds.json``, loads the slices of the
+    fold's subjects (once per process), and writes ``cells/fold<k>/<loss>/``.  With
+    ``resume`` a finished cell is read back and an unfinished one continues from its
+    checkpoints.  A Ray worker runs it as the driver would (`nengo_hybrid.cells`)."""
+
+    config: Any
+    make_model: Callable
+    images: str
+    labels: str
+    out_dir: str
+    resume: bool = False
+
+    def folder(self, cell):
+        return Path(self.out_dir) / "cells" / cell.name
+
+    def finished(self, cell):
+        return self.resume and (self.folder(cell) / "scores.json").exists()
+
+    def __call__(self, cell):
+        if self.finished(cell):
+            return json.loads((self.folder(cell) / "scores.json").read_text())
+        fold, loss = cell["fold"], cell["loss"]
+        record = json.loads((Path(self.out_dir) / "folds.json").read_text())
+        folds = [(f["train"], f["test"]) for f in record["folds"]]
+        ids = sorted({i for train, test in folds for i in train + test})
+        train, test = fold_slices(self.config, _slices(self.config, self.images, self.labels, ids), folds, fold)
+        print(f"== fold {fold}, {loss}: {len(train.subjects)} training subjects ({len(train)} slices), "
+              f"{len(test.subjects)} test subjects ({len(test)} slices)", flush=True)
+        return run_cell(self.folder(cell), self.config, self.make_model, fold, loss, train, test,
+                        segmentation.atlas(train), self.resume)
+
+
+_LOADED = {}
+
+
+def _slices(config, images, labels, ids):
+    """`segmentation.load`, kept for the process: the cells of a run share their slices."""
+    key = (images, labels, tuple(ids), tuple(config.size), config.axis, config.intensity)
+    if key not in _LOADED:
+        _LOADED.clear()  # one run's slices at a time
+        _LOADED[key] = segmentation.load(config, images, labels, ids)
+    return _LOADED[key]
 
 
 def fold_slices(config, slices, folds, fold):
@@ -175,19 +243,17 @@ def _fingerprint(x):
     return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
-def run_cell(run, config, make_model, fold, loss, train, test, prior):
-    """One fold and loss: the three stages, scored on the fold's test subjects; a
-    finished cell is read back when the run resumes."""
-    folder = run.out_dir / "cells" / f"fold{fold}" / loss
-    if run.resume and (folder / "scores.json").exists():
-        return json.loads((folder / "scores.json").read_text())
+def run_cell(folder, config, make_model, fold, loss, train, test, prior, resume=False):
+    """One fold and loss in ``folder``: the three stages (continued from their
+    checkpoints with ``resume``), scored on the fold's test subjects; its record, also
+    written as ``scores.json``."""
+    folder = Path(folder)
     # seeded from the configuration alone, not from the cells run before it
     seed_everything(config.seed)
     segmentation.save_atlas(folder, prior)
     model = make_model(config, train.images.shape[1:])
-    results = run.stages(model, train.images, train.masks, test.images, config.loss(loss),
-                         folder=folder.relative_to(run.out_dir), prefix=f"fold{fold}_{loss}_",
-                         groups=train.subject_ids)
+    results = run_stages(model, config, train.images, train.masks, test.images, config.loss(loss), folder,
+                         resume=resume, groups=train.subject_ids)
     floor = segmentation.atlas_slices(prior, test, config.atlas_threshold)
     masks = segmentation.model_masks(results, test.images.shape[1:3], floor)
     cell = {"fold": fold, "loss": loss, "thresholds": results["thresholds"],
@@ -217,13 +283,18 @@ def write_cell_figures(folder, config, slices, masks, results, loss):
                                title=f"U-Net ({loss}) spiking Dice against timesteps")
 
 
-def write_table(out_dir, config, cells, caption):
+def write_table(out_dir, config, cells, caption, missing=()):
     """Table 1 (CSV, JSON, Markdown): the atlas floor, then for each loss its ANN,
     converted and fine-tuned SNN pooled over the folds run; Figures 3 and 4 and the
-    timestep curves copied to the top of the run."""
+    timestep curves copied to the top of the run.  ``cells`` maps (fold, loss) to the
+    finished cells' records; with ``missing`` cells (a partial grid) the table pools
+    the finished ones, every record says ``"partial": true`` and the caption names
+    the missing cells."""
     records = []
     for loss in config.losses:
-        by_fold = [cells[fold, loss] for fold in config.fold_indices()]
+        by_fold = [cells[fold, loss] for fold in config.fold_indices() if (fold, loss) in cells]
+        if not by_fold:
+            continue
         models = [cell["models"] for cell in by_fold]
         if not records:  # the atlas is the same whatever the loss
             records.append(dict(segmentation.pooled_record(models, FLOOR), loss=None, timesteps=None))
@@ -233,14 +304,21 @@ def write_table(out_dir, config, cells, caption):
             if name == "fine_tuned":
                 record["finetuning"] = [cell["finetuning"] for cell in by_fold]
             records.append(record)
+    if missing:
+        for record in records:
+            record["partial"] = True
     floor = records[0]
     for record in records:
         for metric, gain in segmentation.GAINS.items():
             record[gain] = record[metric] - floor[metric]
         record["paper_dice"] = PAPER.get((record["loss"], record["model"]))
     any_cell = next(iter(cells.values()))
-    n_target = sum(sum(c["models"][FLOOR]["has_target"]) for c in cells.values()) // len(config.losses)
-    report.write_table(out_dir, "table1", records, COLUMNS, caption(config, floor, n_target))
+    n_target = sum(sum(c["models"][FLOOR]["has_target"]) for c in cells.values() if c["loss"] == any_cell["loss"])
+    text = caption(config, floor, n_target)
+    if missing:
+        text = (f"PARTIAL TABLE: {len(missing)} cells missing ({', '.join(missing)}); every row pools the "
+                f"finished cells only.\n\n{text}")
+    report.write_table(out_dir, "table1", records, COLUMNS, text)
     write_json(out_dir / "thresholds.json", {f"fold{c['fold']}/{c['loss']}": c["thresholds"]
                                              for c in cells.values()})
     figure_cell = out_dir / "cells" / f"fold{config.fold_indices()[0]}" / config.figure_loss

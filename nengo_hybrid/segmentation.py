@@ -15,12 +15,13 @@ The floor is the **atlas**: the mean of the training subjects' masks, thresholde
 predicted for every test subject whatever its image (`atlas`, `atlas_slices`).
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.hippocampus import load_slices, msd_folders, save_mask, subjects
-from nengo_hybrid import metrics, report
+from nengo_hybrid import cells, metrics, report
 from nengo_hybrid.atomic import save_array, write_json
 from nengo_hybrid.models.cae import mask_probabilities
 from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, resolve_run
@@ -250,16 +251,20 @@ def pooled_record(cells, name):
     return record
 
 
-def main(argv, doc, name, profiles, run, evaluate, mask_models, evaluate_options=()):
+def main(argv, doc, name, profiles, run, evaluate, mask_models, evaluate_options=(), grid=False):
     """The command line of a segmentation experiment script (``run`` and ``evaluate``,
     `nengo_hybrid.paths.experiment_parser`, with the folder arguments and
     ``--mask-model``).
 
     ``run(config, images, labels, out_dir, resume=...)`` and ``evaluate(checkpoint,
     images, labels, out_dir, mask_model=..., **options)``; ``evaluate_options`` lists
-    ``(flag, argparse keywords)`` the script's ``evaluate`` takes besides.
+    ``(flag, argparse keywords)`` the script's ``evaluate`` takes besides.  With
+    ``grid`` the run is a grid of cells: ``run`` also takes ``grid=``
+    (`nengo_hybrid.cells.GridOptions`) and the command line the executor's options.
     """
     parser, run_parser, eval_parser = experiment_parser(doc, name, profiles)
+    if grid:
+        cells.add_grid_arguments(run_parser)
     eval_parser.add_argument("--mask-model", choices=mask_models, default=mask_models[-1],
                              help=f"whose masks are written as NIfTI (default: {mask_models[-1]})")
     for flag, keywords in evaluate_options:
@@ -273,7 +278,14 @@ def main(argv, doc, name, profiles, run, evaluate, mask_models, evaluate_options
         if labels is None:
             raise SystemExit("training needs labels: --labels DIR")
         config, out = resolve_run(args, name, profiles)
-        run(config, images, labels, out, resume=args.resume)
+        if not grid:
+            run(config, images, labels, out, resume=args.resume)
+            return 0
+        config = replace(config, resources=cells.resources_from_args(config.resources, args))
+        try:
+            run(config, images, labels, out, resume=args.resume, grid=cells.GridOptions.from_args(args))
+        except cells.GridIncomplete as error:
+            raise SystemExit(f"{out}: {error}") from None
     else:
         options = {flag.lstrip("-").replace("-", "_"): None for flag, _ in evaluate_options}
         evaluate(args.checkpoint, images, labels, args.out or Path(args.checkpoint) / "evaluate",

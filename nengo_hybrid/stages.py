@@ -206,7 +206,12 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     state_path = run_dir / "state.json"
     resuming = resume and state_path.exists()
     if resuming:
-        saved = json.loads(state_path.read_text())
+        try:
+            saved = json.loads(state_path.read_text())
+        except ValueError as error:  # truncated or overwritten: written atomically, never by us
+            raise ValueError(f"{state_path}: cannot resume from this checkpoint state, it is not the JSON "
+                             f"a training writes ({error}); delete {run_dir} to train this stage "
+                             f"again") from None
         # refused before anything is restored or trained: continuing one run's
         # optimizer and early-stopping state under other settings (or validating on
         # other examples) would give numbers that belong to no configuration

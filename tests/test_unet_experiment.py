@@ -4,7 +4,12 @@ resuming without retraining, and ``evaluate`` writing NIfTI masks in each input'
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -98,6 +103,68 @@ def test_resume_reads_finished_cells_without_training_them_again(quick_run):
     assert "[ann] epoch" not in done.stdout  # nothing trained
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert json.loads((quick_run / "table1.json").read_text()) == json.loads(table)
+
+
+def test_a_killed_cell_resumes_on_ray_to_the_local_numbers(quick_run, msd_root, tmp_path):
+    """The grid's promise end to end: the run copied with its bce_dice cell removed;
+    that cell killed (SIGKILL, a real process) mid-run on the local executor, then
+    finished by a Ray task on a local Ray instance; the finished bce cell is read back,
+    its folder untouched, and Table 1 comes out bit-identical to the local run's."""
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    shutil.copytree(quick_run, out)
+    shutil.rmtree(out / "cells" / "fold0" / "bce_dice")
+    for name in ("table1.json", "table1.csv", "table1.md", "grid.json"):
+        (out / name).unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (out / "cells" / "fold0" / "bce").rglob("*") if p.is_file()}
+
+    args = [sys.executable, str(SCRIPT), "run", "--profile", "quick", "--out", str(out), "--resume",
+            "--data", str(msd_root.parent)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    balanced = out / "cells" / "fold0" / "bce_dice" / "thresholds.json"  # the ANN done, then balanced
+    deadline = time.time() + 600
+    while not balanced.exists() and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "table1.json").exists()
+
+    done = unet("run", "--profile", "quick", "--out", out, "--resume", "--executor", "ray")
+    assert "[ann] resumed after epoch" in done.stdout  # the killed cell went on from its checkpoint
+    assert "1 of 2 cells finished before: read back" in done.stdout
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert json.loads((out / "grid.json").read_text())["executor"] == "ray"
+    assert json.loads((out / "table1.json").read_text()) == json.loads((quick_run / "table1.json").read_text())
+
+
+def test_a_failing_cell_is_named_and_the_table_waits_unless_partial(quick_run, msd_root, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(quick_run, out)
+    for name in ("table1.json", "table1.csv", "table1.md"):
+        (out / name).unlink()
+    failing = out / "cells" / "fold0" / "bce_dice"
+    (failing / "scores.json").unlink()  # unfinished, and its checkpoint state unreadable
+    (failing / "checkpoints" / "ann" / "state.json").write_text("{not json")
+    kept = {p: p.stat().st_mtime_ns for p in (out / "cells" / "fold0" / "bce").rglob("*") if p.is_file()}
+    args = [sys.executable, str(SCRIPT), "run", "--profile", "quick", "--out", str(out), "--resume",
+            "--data", str(msd_root.parent)]
+
+    done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode != 0
+    assert "1 of 2 cells not finished: fold0/bce_dice" in done.stderr and "state.json" in done.stderr
+    assert not (out / "table1.json").exists()
+    assert json.loads((out / "grid.json").read_text())["finished"] == ["fold0/bce"]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the finished cell is kept as it was
+
+    done = subprocess.run(args + ["--partial"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = json.loads((out / "table1.json").read_text())
+    expected = [r for r in json.loads((quick_run / "table1.json").read_text()) if r["loss"] != "bce_dice"]
+    assert [(r["loss"], r["model"]) for r in records] == [(None, "atlas")] + [("bce", m) for m in MODELS]
+    assert all(r.pop("partial") is True for r in records)
+    assert records == expected  # the finished cell's rows, as the full table has them
+    assert "PARTIAL TABLE: 1 cells missing (fold0/bce_dice)" in (out / "table1.md").read_text()
 
 
 def test_evaluate_writes_nifti_masks_in_each_input_grid(quick_run, msd_root, tmp_path):
