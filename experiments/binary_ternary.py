@@ -3,6 +3,8 @@ and 5 (hippocampus segmentation, the U-Net).
 
     python experiments/binary_ternary.py run [--profile cpu|paper|quick] [--data DIR]
                                              [--table 4|5|both] [--out DIR] [--resume]
+                                             [--executor local|ray] [--address ADDR]
+                                             [--cpus-per-cell N] [--gpus-per-cell N]
 
 Each network is trained as an ANN on inputs scaled to [0, 1] and, separately, to [-1, 1];
 each ANN is converted to integrate-and-fire neurons with balanced thresholds and fed
@@ -15,6 +17,8 @@ is larger than that spread.
 Table 4 runs on CIFAR-10 when the data directory holds it (``python -m data_prep.download
 cifar10``), else on a real stand-in this machine has: ten Caltech-101 categories resized to
 32 x 32, split per class, scored by class-balanced accuracy.  The tables name their data.
+Every (coding, seed) of Table 4 and (coding, fold, loss) of Table 5 is a cell of a grid
+(`nengo_hybrid.cells`): one after another, or Ray tasks with ``--executor ray``.
 """
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
@@ -26,8 +30,9 @@ from pathlib import Path
 from typing import Optional
 
 import unet
-from nengo_hybrid import binary_ternary, classification, codings
+from nengo_hybrid import binary_ternary, codings
 from nengo_hybrid.atomic import write_bytes
+from nengo_hybrid.cells import GridIncomplete, GridOptions, Resources, add_grid_arguments, resources_from_args
 from nengo_hybrid.experiment import describe_training
 from nengo_hybrid.models.vgg import build_vgg5
 from nengo_hybrid.paths import add_data_argument, data_dir, default_out
@@ -48,6 +53,8 @@ class VGGConfig:
     dropout: float = 0.2
     codings: tuple = codings.CODINGS
     seeds: tuple = (0, 1, 2)
+    # what each (coding, seed) cell asks of the machine running it (nengo_hybrid.cells)
+    resources: Resources = Resources()
     seed: int = 0  # every cell sets its own (`classification.cell_config`)
     intensity: str = "zero_mean"  # every cell sets its coding's
     ann: TrainSettings = TrainSettings(learning_rate=1e-3, epochs=100, batch_size=64, patience=10,
@@ -98,7 +105,7 @@ PROFILES = {
                 ann=replace(UNET_CPU.ann, epochs=8),
                 finetune=replace(UNET_CPU.finetune, epochs=2),
                 departures=UNET_CPU.departures.replace("for at most 16 epochs", "for at most 8 epochs")
-                .replace("for at most 4 epochs", "for at most 2 epochs") + "; BCE-Dice loss only")),
+                .replace("for at most 3 epochs", "for at most 2 epochs") + "; BCE-Dice loss only")),
     "quick": BinaryTernaryConfig(
         replace(PAPER_VGG, size=(16, 16), filters=(4, 8, 8), dense=(16, 16), seeds=(0, 1), max_train=480,
                 max_test=200,
@@ -163,22 +170,20 @@ def table5_caption(config, differences):
         differences="; ".join(f"{d['loss']} {d['metric']}: " + codings.describe([d]) for d in differences))
 
 
-def run(config, data, out_dir, tables=("4", "5"), resume=False):
+def run(config, data, out_dir, tables=("4", "5"), resume=False, grid=GridOptions()):
     out_dir = Path(out_dir)
     results = {}
     if "4" in tables:
-        vgg = config.classification
-        dataset = classification.load(data, vgg.dataset, vgg.size, vgg.test_fraction, max_train=vgg.max_train,
-                                      max_test=vgg.max_test)
-        results["4"] = binary_ternary.classification_table(vgg, dataset, make_vgg, out_dir / "classification",
-                                                           table4_caption, resume=resume)
+        results["4"] = binary_ternary.classification_table(config.classification, data, make_vgg,
+                                                           out_dir / "classification", table4_caption,
+                                                           resume=resume, grid=grid)
         for name in ("table4.md", "table4.csv", "table4.json", "table4_binary_vs_ternary.png"):
             write_bytes(out_dir / name, (out_dir / "classification" / name).read_bytes())
     if "5" in tables:
         root = Path(data) / "msd_hippocampus"
         results["5"] = binary_ternary.segmentation_table(
             config.segmentation, root / "imagesTr", root / "labelsTr", unet.make_model, unet.caption, out_dir,
-            table5_caption, resume=resume)
+            table5_caption, resume=resume, grid=grid)
         print((out_dir / "table5.md").read_text())
     return results
 
@@ -193,10 +198,18 @@ def main(argv=None):
                             help="default: results/binary_ternary (other profiles: results/binary_ternary_<profile>)")
     run_parser.add_argument("--resume", action="store_true", help="read finished cells back, continue the others")
     add_data_argument(run_parser)
+    add_grid_arguments(run_parser)
     args = parser.parse_args(argv)
     tables = ("4", "5") if args.table == "both" else (args.table,)
-    run(PROFILES[args.profile], data_dir(args.data), args.out or default_out("binary_ternary", args.profile),
-        tables, resume=args.resume)
+    config = PROFILES[args.profile]
+    config = replace(config, **{part: replace(getattr(config, part),
+                                              resources=resources_from_args(getattr(config, part).resources, args))
+                                for part in ("classification", "segmentation")})
+    out = args.out or default_out("binary_ternary", args.profile)
+    try:
+        run(config, data_dir(args.data), out, tables, resume=args.resume, grid=GridOptions.from_args(args))
+    except GridIncomplete as error:
+        raise SystemExit(f"{out}: {error}") from None
     return 0
 
 

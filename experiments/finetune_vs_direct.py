@@ -3,7 +3,9 @@ weights: the second paper's Table 3 and Figure 6B (validation Dice against minib
 
     python experiments/finetune_vs_direct.py run [--profile cpu|paper|quick] [--data DIR |
                                                  --images DIR --labels DIR] [--unet DIR]
-                                                 [--out DIR] [--resume]
+                                                 [--out DIR] [--resume] [--executor local|ray]
+                                                 [--address ADDR] [--cpus-per-cell N]
+                                                 [--gpus-per-cell N] [--partial]
 
 Reads a trained U-Net run (``experiments/unet.py``, its own profile's folder unless
 ``--unet``; trained first if it is not there) for one cell's ANN, thresholds and subjects.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import unet
 from nengo_hybrid import convergence, sweeps
+from nengo_hybrid.cells import GridOptions, Resources
 from nengo_hybrid.stages import TrainSettings
 
 
@@ -39,6 +42,8 @@ class FinetuneVsDirectConfig:
     validation_subjects: int = 0  # 0: every validation subject of the cell's fold
     target_fraction: float = 0.9  # of the ANN's validation Dice
     seed: int = 0
+    # what each (mode, seed) cell asks of the machine running it (nengo_hybrid.cells)
+    resources: Resources = Resources()
 
 
 PROFILES = {
@@ -67,13 +72,13 @@ paper's Table 3 is an image in the text we have: it reports fine-tuning convergi
 and higher than direct training."""
 
 
-def run(config, images, labels, out_dir, unet_dir=None, resume=False):
-    trained = unet.trained_run(config.unet_profile, images, labels, unet_dir)
-    return convergence.compare(config, trained, images, labels, out_dir, CAPTION, resume=resume)
+def run(config, images, labels, out_dir, unet_dir=None, resume=False, grid=GridOptions()):
+    trained = unet.trained_run(config.unet_profile, images, labels, unet_dir, grid=grid)
+    return convergence.compare(config, trained, images, labels, out_dir, CAPTION, resume=resume, grid=grid)
 
 
 def main(argv=None):
-    return sweeps.main(argv, __doc__, "finetune_vs_direct", PROFILES, run)
+    return sweeps.main(argv, __doc__, "finetune_vs_direct", PROFILES, run, grid=True)
 
 
 if __name__ == "__main__":

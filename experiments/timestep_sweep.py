@@ -3,13 +3,17 @@ elbow: the second paper's Figure 6A (how it chose T = 200 for its early-stop con
 
     python experiments/timestep_sweep.py run [--profile cpu|paper|quick] [--data DIR |
                                              --images DIR --labels DIR] [--unet DIR]
-                                             [--out DIR] [--resume]
+                                             [--out DIR] [--resume] [--executor local|ray]
+                                             [--address ADDR] [--cpus-per-cell N]
+                                             [--gpus-per-cell N]
 
 The sweep reads a trained U-Net run (``experiments/unet.py``, its own profile's folder
 unless ``--unet``; trained first if it is not there).  For each scaling factor the
 converted SNN, every balanced threshold times the factor, runs once for the longest T on
 validation subjects (never trained on, never tested: T is a choice, so it is made there)
 and is read at every T of the sweep; the elbow of each curve is found by kneed, not by eye.
+Each (fold, loss, scaling) is a cell of a grid (`nengo_hybrid.cells`): one after another, or
+Ray tasks with ``--executor ray``.
 """
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 
 import unet
 from nengo_hybrid import sweeps
+from nengo_hybrid.cells import GridOptions, Resources
 
 TIMESTEPS = (10, 20, 40, 60, 80, 100, 150, 200, 300, 400, 600, 800, 1000)
 
@@ -36,6 +41,8 @@ class TimestepSweepConfig:
     validation_subjects: int = 4  # of each fold's validation subjects, the first ones
     seed: int = 0
     paper_elbow: int = 200
+    # what each (fold, loss, scaling) cell asks of the machine running it (nengo_hybrid.cells)
+    resources: Resources = Resources()
 
 
 PROFILES = {
@@ -56,13 +63,13 @@ elbow of each curve by kneed (Kneedle, Satopää et al. 2011): {elbows}; the pap
 every scaling: T = {paper_elbow}."""
 
 
-def run(config, images, labels, out_dir, unet_dir=None, resume=False):
-    trained = unet.trained_run(config.unet_profile, images, labels, unet_dir)
-    return sweeps.timestep_sweep(config, trained, images, labels, out_dir, CAPTION, resume=resume)
+def run(config, images, labels, out_dir, unet_dir=None, resume=False, grid=GridOptions()):
+    trained = unet.trained_run(config.unet_profile, images, labels, unet_dir, grid=grid)
+    return sweeps.timestep_sweep(config, trained, images, labels, out_dir, CAPTION, resume=resume, grid=grid)
 
 
 def main(argv=None):
-    return sweeps.main(argv, __doc__, "timestep_sweep", PROFILES, run)
+    return sweeps.main(argv, __doc__, "timestep_sweep", PROFILES, run, grid=True)
 
 
 if __name__ == "__main__":

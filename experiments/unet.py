@@ -174,14 +174,14 @@ def run(config, images, labels, out_dir, resume=False, grid=GridOptions()):
     return crossval.run(config, images, labels, out_dir, make_model, caption, resume=resume, grid=grid)
 
 
-def trained_run(profile, images, labels, unet_dir=None):
+def trained_run(profile, images, labels, unet_dir=None, grid=GridOptions()):
     """The finished run of ``profile`` (in ``unet_dir``, default its results folder) as a
     `nengo_hybrid.crossval.TrainedRun`, trained (or finished, resuming) first if it is not
-    there: what the analyses of the trained U-Net read."""
+    there, its cells through ``grid``: what the analyses of the trained U-Net read."""
     unet_dir = Path(unet_dir or default_out("unet", profile))
     if not (unet_dir / "table1.json").exists():
         print(f"no finished U-Net run in {unet_dir}: training it ({profile} profile)", flush=True)
-        run(PROFILES[profile], images, labels, unet_dir, resume=True)
+        run(PROFILES[profile], images, labels, unet_dir, resume=True, grid=replace(grid, partial=False))
     return crossval.TrainedRun(unet_dir, UNetConfig, make_model)
 
 

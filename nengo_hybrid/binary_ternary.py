@@ -15,6 +15,7 @@ import numpy as np
 
 from nengo_hybrid import classification, codings, crossval, report, segmentation
 from nengo_hybrid.atomic import write_json
+from nengo_hybrid.cells import GridOptions, run_cells
 from nengo_hybrid.experiment import ExperimentRun
 
 TABLE4_COLUMNS = [("coding", "coding"), ("model", "model"), ("balanced_accuracy", "balanced accuracy"),
@@ -30,24 +31,32 @@ DIFFERENCE_COLUMNS = [("model", "model"), ("metric", "metric"), ("ternary_minus_
 PAPER_FINDING = "ternary SNNs score higher than binary ones, in classification and in segmentation"
 
 
-def classification_table(config, dataset, make_model, out_dir, caption, resume=False):
+def classification_table(config, data_dir, make_model, out_dir, caption, resume=False, grid=GridOptions()):
     """Table 4: for each coding of ``config.codings`` and seed of ``config.seeds`` a
-    cell (`nengo_hybrid.classification.run_cell`) in ``out_dir``; the floor, then each
-    coding's ANN, converted and fine-tuned network (mean and std over the seeds), the
-    ternary-minus-binary differences paired by seed, and the figure.
+    cell (`nengo_hybrid.classification.ClassificationJob`, run through ``grid.executor``
+    with ``config.resources``) in ``out_dir``; the floor, then each coding's ANN,
+    converted and fine-tuned network (mean and std over the seeds), the
+    ternary-minus-binary differences paired by seed, and the figure.  A missing cell
+    raises `nengo_hybrid.cells.GridIncomplete` naming it (the differences are paired by
+    seed: no partial table).
 
     ``caption(config, dataset, differences)`` writes the table's caption."""
     run = ExperimentRun(config, out_dir, resume)
+    with run.timed("load_s"):
+        dataset = classification.load_for(config, data_dir)
     data = dataset.data
     run.write("split.json", {"dataset": dataset.name, "class_names": list(data.class_names),
                              "n_train": int(len(data.y_train)), "n_test": int(len(data.y_test)),
                              "test_files": data.test_files})
-    cells = {}
-    for coding in config.codings:
-        for seed in config.seeds:
-            print(f"== {coding}, seed {seed}: {len(data.y_train)} training and {len(data.y_test)} test "
-                  f"images of {dataset.name}", flush=True)
-            cells[coding, seed] = classification.run_cell(run, config, make_model, dataset, coding, seed)
+    print(f"{len(data.y_train)} training and {len(data.y_test)} test images of {dataset.name}", flush=True)
+    grid_cells = classification.grid_cells(config)
+    job = classification.ClassificationJob(config, make_model, str(data_dir), str(run.out_dir), resume)
+    result = run_cells(job, grid_cells, grid.executor, config.resources, grid.address)
+    result.require(grid_cells)
+    cells = {(cell["coding"], cell["seed"]): result.records[cell.name] for cell in grid_cells}
+    for (coding, seed), cell in cells.items():
+        for key, seconds in cell["timings"].items():
+            run.timings[f"{coding}_seed{seed}_{key}"] = seconds
     floor = dict(classification.floor_scores(data.y_train, data.y_test), coding=None,
                  model=classification.FLOOR, dataset=dataset.name, n=len(config.seeds))
     records = [floor]
@@ -78,12 +87,14 @@ def classification_table(config, dataset, make_model, out_dir, caption, resume=F
     return records, differences
 
 
-def segmentation_table(config, images, labels, make_model, unet_caption, out_dir, caption, resume=False):
+def segmentation_table(config, images, labels, make_model, unet_caption, out_dir, caption, resume=False,
+                       grid=GridOptions()):
     """Table 5: the cross-validated U-Net (``config``, a `UNetConfig`-like configuration)
     run once per coding (``unet_<coding>/``, the same folds: they are dealt from the
     subjects and ``config.seed`` alone); the atlas floor, then each coding's models
     pooled over the test subjects of the folds run, the ternary-minus-binary differences
-    paired by fold (by test subject when one fold is run) for each loss.
+    paired by fold (by test subject when one fold is run) for each loss.  Each run's
+    (fold, loss) cells go through ``grid`` (`nengo_hybrid.crossval.run`).
 
     ``caption(config, differences)`` writes the table's caption."""
     out_dir = Path(out_dir)
@@ -91,7 +102,8 @@ def segmentation_table(config, images, labels, make_model, unet_caption, out_dir
     for coding in codings.CODINGS:
         coded = replace(config, intensity=codings.INTENSITY[coding])
         print(f"==== the U-Net on {coding} input spikes (intensity {coded.intensity})", flush=True)
-        crossval.run(coded, images, labels, out_dir / f"unet_{coding}", make_model, unet_caption, resume=resume)
+        crossval.run(coded, images, labels, out_dir / f"unet_{coding}", make_model, unet_caption, resume=resume,
+                     grid=replace(grid, partial=False))
         runs[coding] = crossval.TrainedRun(out_dir / f"unet_{coding}", type(config), make_model)
     records, differences = [], []
     folds = config.fold_indices()

@@ -27,12 +27,14 @@ inter-op), so that parallel workers do not fight over cores and both executors d
 the same arithmetic in the same order: same cells, same numbers.
 """
 
+import json
 import os
 import re
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 EXECUTORS = ("local", "ray")
@@ -83,6 +85,27 @@ class Resources:
     def cpus(self):
         """The cores a cell gets: ``num_cpus``, or this machine's if 0."""
         return self.num_cpus or len(os.sched_getaffinity(0))
+
+
+class FolderJob:
+    """What every job of a grid shares (a base for frozen dataclasses with the fields
+    ``out_dir`` and ``resume``): cell ``c`` lives in ``out_dir/cells/<c.name>/``, is
+    finished once its record (the file ``record_name``) is there, and is then read back
+    when the run resumes instead of run again.  A job defines ``run_cell(cell, folder)``,
+    which returns the cell's record after writing it to ``folder / record_name``."""
+
+    record_name = "scores.json"
+
+    def folder(self, cell):
+        return Path(self.out_dir) / "cells" / cell.name
+
+    def finished(self, cell):
+        return self.resume and (self.folder(cell) / self.record_name).exists()
+
+    def __call__(self, cell):
+        if self.finished(cell):
+            return json.loads((self.folder(cell) / self.record_name).read_text())
+        return self.run_cell(cell, self.folder(cell))
 
 
 class GridIncomplete(RuntimeError):
@@ -314,6 +337,20 @@ def resources_from_args(resources, args):
                                              ("num_gpus", getattr(args, "gpus_per_cell", None)))
                if value is not None}
     return replace(resources, **changes)
+
+
+def run_from_args(run, config, out_dir, args, *positional, **keywords):
+    """``run(config, *positional, out_dir, grid=..., **keywords)`` as a command line asks:
+    ``config`` with the line's resources per cell (`resources_from_args`), the grid
+    options of `add_grid_arguments`, and a grid left incomplete turned into one error
+    naming the run's folder and the cells missing (`SystemExit`)."""
+    from dataclasses import replace
+
+    config = replace(config, resources=resources_from_args(config.resources, args))
+    try:
+        return run(config, *positional, out_dir, grid=GridOptions.from_args(args), **keywords)
+    except GridIncomplete as error:
+        raise SystemExit(f"{out_dir}: {error}") from None
 
 
 Job = Callable[[Cell], dict]

@@ -8,9 +8,9 @@ prediction is their argmax in both.
 """
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -18,7 +18,9 @@ import tensorflow as tf
 from data_prep import caltech101, cifar10
 from nengo_hybrid import codings, metrics
 from nengo_hybrid.atomic import write_json
+from nengo_hybrid.cells import Cell, FolderJob
 from nengo_hybrid.experiment import finetuning_record, seed_everything
+from nengo_hybrid.stages import run_stages
 
 MODELS = ("ann", "converted", "fine_tuned")
 FLOOR = "floor"
@@ -117,12 +119,50 @@ def cell_config(config, coding, seed):
                    ann=replace(config.ann, seed=seed), finetune=replace(config.finetune, seed=seed))
 
 
-def run_cell(run, config, make_model, dataset, coding, seed):
+def load_for(config, data_dir):
+    """The classification set of ``config`` (its ``dataset``, ``size``, ``test_fraction``,
+    ``max_train``, ``max_test``) from ``data_dir`` (`load`)."""
+    return load(data_dir, config.dataset, config.size, config.test_fraction, max_train=config.max_train,
+                max_test=config.max_test)
+
+
+@dataclass(frozen=True)
+class ClassificationJob(FolderJob):
+    """One (coding, seed) cell of a grid of classifier runs (`run_cell`) from nothing but
+    the cell and this job: the data set is read from ``data_dir`` once per process (a
+    Ray worker reads it as the driver does), the cell written to
+    ``out_dir/cells/<coding>/seed<seed>/`` and read back when finished and ``resume``."""
+
+    config: Any
+    make_model: Callable
+    data_dir: str
+    out_dir: str
+    resume: bool = False
+
+    def run_cell(self, cell, folder):
+        key = (self.data_dir, repr(self.config))
+        if key not in _LOADED:
+            _LOADED.clear()
+            _LOADED[key] = load_for(self.config, self.data_dir)
+        return run_cell(folder, self.config, self.make_model, _LOADED[key], cell["coding"], cell["seed"], self.resume)
+
+
+_LOADED = {}
+
+
+def grid_cells(config):
+    """Every coding of ``config.codings`` times every seed of ``config.seeds``, named
+    ``<coding>/seed<seed>``, in the order the local executor runs them."""
+    return [Cell(f"{coding}/seed{seed}", (("coding", coding), ("seed", seed)))
+            for coding in config.codings for seed in config.seeds]
+
+
+def run_cell(folder, config, make_model, dataset, coding, seed, resume=False):
     """One coding and seed: ANN, converted and fine-tuned SNN trained and scored on the
-    test images, in ``cells/<coding>/seed<seed>/``; a finished cell is read back when the
-    run resumes.  Returns its scores (``scores.json``)."""
-    folder = run.out_dir / "cells" / coding / f"seed{seed}"
-    if run.resume and (folder / "scores.json").exists():
+    test images, in ``folder``; a finished cell is read back when ``resume``.  Returns
+    its scores (``scores.json``, with the stages' ``timings``)."""
+    folder = Path(folder)
+    if resume and (folder / "scores.json").exists():
         return json.loads((folder / "scores.json").read_text())
     config = cell_config(config, coding, seed)
     # seeded from the cell's own coordinates, never from the cells run before it
@@ -132,9 +172,8 @@ def run_cell(run, config, make_model, dataset, coding, seed):
     x_test = codings.scale(data.x_test, coding)
     n_classes = len(data.class_names)
     model = make_model(config, x_train.shape[1:], n_classes)
-    results = run.stages(model, x_train, one_hot(data.y_train, n_classes), x_test, loss(),
-                         folder=folder.relative_to(run.out_dir), prefix=f"{coding}_seed{seed}_",
-                         config=config)
+    results = run_stages(model, config, x_train, one_hot(data.y_train, n_classes), x_test, loss(), folder,
+                         resume=resume)
     cell = {"coding": coding, "seed": seed, "dataset": dataset.name,
             "finetuning": finetuning_record(results), "timings": results["timings"],
             "thresholds": results["thresholds"],

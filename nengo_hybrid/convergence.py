@@ -11,7 +11,9 @@ of the minibatches and their Poisson draws.  A seed also sets the random weights
 """
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from nengo_hybrid import metrics, report, segmentation  # noqa: E402
 from nengo_hybrid.atomic import write_json  # noqa: E402
+from nengo_hybrid.cells import Cell, FolderJob, GridOptions, run_cells  # noqa: E402
 from nengo_hybrid.crossval import fold_slices, validation_slices  # noqa: E402
 from nengo_hybrid.experiment import ExperimentRun, seed_everything  # noqa: E402
 from nengo_hybrid.losses import LastTimesteps  # noqa: E402
@@ -90,26 +93,78 @@ def first_reaching(scores, target):
     return next((s["minibatches"] for s in scores if s["dice_2d_validation"] >= target), None)
 
 
-def compare(config, trained, images, labels, out_dir, caption, resume=False):
-    """Table 3 and Figure 6B for the cell ``config.cell`` of ``trained`` (a
-    `nengo_hybrid.crossval.TrainedRun`; default its first fold and ``figure_loss``).
+@dataclass(frozen=True)
+class ConvergenceJob(FolderJob):
+    """One (mode, seed) cell of `compare` (``cells/<mode>_seed<seed>/``), run from
+    nothing but the cell and this job: the trained run and the slices are read once per
+    process (a Ray worker reads them as the driver does).  The cell seeds everything
+    from its seed; with ``resume`` a finished cell (``cell.json``) is read back and an
+    unfinished one goes on from its checkpoint and the scores it kept."""
 
-    For each seed of ``config.seeds`` and each mode of `MODES`, `train_and_score` in
-    ``cells/<mode>_seed<seed>/``: fine-tuning from the cell's ANN and balanced
-    thresholds, or direct training from the U-Net initialised with that seed and
-    thresholds balanced on it, with ``config.train`` (an epoch = ``checkpoints[0]``
-    minibatches) at the U-Net run's T unless ``config.train.n_steps`` says otherwise.
-    The target is ``config.target_fraction`` of the cell's ANN's validation Dice.
+    config: Any
+    trained: Any  # a nengo_hybrid.crossval.TrainedRun
+    images: str
+    labels: str
+    out_dir: str
+    resume: bool = False
+    record_name = "cell.json"
 
-    Writes ``table3.{csv,json,md}`` (``records``: mode, seed, minibatches,
-    dice_2d_validation; ``to_target``: mode, seed, minibatches or None) and
-    ``figure6b_convergence.png``.
-    """
-    run = ExperimentRun(config, out_dir, resume)
+    def plan(self):
+        """The comparison's shared setting (`_Plan`), built once per process."""
+        key = (str(self.trained.run_dir), self.images, self.labels, repr(self.config))
+        if key not in _PLANS:
+            _PLANS.clear()
+            _PLANS[key] = _plan(self.config, self.trained, self.images, self.labels)
+        return _PLANS[key]
+
+    def run_cell(self, cell, folder):
+        mode, seed = cell["mode"], cell["seed"]
+        plan = self.plan()
+        settings, unet_config, trained = plan.settings, plan.unet_config, self.trained
+        print(f"== {mode}, seed {seed}: {len(plan.train_slices)} training slices, {len(plan.val)} validation "
+              f"slices, T = {settings.n_steps}", flush=True)
+        seed_everything(seed)
+        shape = plan.train_slices.images.shape[1:]
+        if mode == "fine_tune":
+            model = trained.make_model(unet_config, shape)
+            params, thresholds = plan.cell / "ann", load_thresholds(plan.cell)
+            if settings.n_steps != trained.config.eval_steps:  # balanced for another T
+                thresholds = balance_stage(model, unet_config, params, plan.train_slices.images, folder,
+                                           self.resume)
+        else:
+            model = trained.make_model(replace(unet_config, seed=seed), shape)
+            params = None
+            thresholds = balance_stage(model, unet_config, None, plan.train_slices.images, folder, self.resume)
+        scores = train_and_score(unet_config, model, params, thresholds, plan.train_slices, plan.val,
+                                 trained.config.loss(plan.loss), replace(settings, seed=seed), plan.checkpoints,
+                                 folder, resume=self.resume)
+        record = {"mode": mode, "seed": seed, "scores": scores}
+        write_json(folder / self.record_name, record)
+        return record
+
+
+@dataclass(frozen=True)
+class _Plan:
+    fold: int
+    loss: str
+    train_slices: Any
+    val: Any
+    checkpoints: tuple
+    settings: Any
+    unet_config: Any
+    cell: Path
+
+
+_PLANS = {}
+
+
+def _plan(config, trained, images, labels):
+    """What every cell of the comparison shares: the cell of ``trained`` it starts from,
+    its training slices (the ANN's training subjects without the validation ones) and
+    validation slices, the checkpoints, the training settings and the U-Net
+    configuration at the comparison's T."""
     fold, loss = tuple(config.cell) or (trained.config.fold_indices()[0], trained.config.figure_loss)
-    with run.timed("load_s"):
-        slices = trained.load(images, labels)
-    train_slices, _ = fold_slices(trained.config, slices, trained.folds, fold)
+    train_slices, _ = fold_slices(trained.config, trained.load(images, labels), trained.folds, fold)
     val = validation_slices(trained.config, train_slices, config.validation_subjects)
     # trained on the ANN's training subjects only: the validation ones stay unseen
     train_slices = train_slices.select([s.id for s in train_slices.subjects
@@ -122,46 +177,69 @@ def compare(config, trained, images, labels, out_dir, caption, resume=False):
                        n_steps=config.train.n_steps or trained.config.eval_steps)
     unet_config = replace(trained.config, finetune=settings, eval_steps=settings.n_steps,
                           eval_window=settings.n_steps)
-    cell = trained.cell_dir(fold, loss)
-    task_loss = trained.config.loss(loss)
+    return _Plan(fold, loss, train_slices, val, checkpoints, settings, unet_config, trained.cell_dir(fold, loss))
+
+
+def grid_cells(config):
+    """The comparison's cells: every seed of ``config.seeds`` times every mode of
+    `MODES`, named ``<mode>_seed<seed>``, in the order the local executor runs them."""
+    return [Cell(f"{mode}_seed{seed}", (("mode", mode), ("seed", seed))) for seed in config.seeds
+            for mode in MODES]
+
+
+def compare(config, trained, images, labels, out_dir, caption, resume=False, grid=GridOptions()):
+    """Table 3 and Figure 6B for the cell ``config.cell`` of ``trained`` (a
+    `nengo_hybrid.crossval.TrainedRun`; default its first fold and ``figure_loss``).
+
+    For each seed of ``config.seeds`` and each mode of `MODES` a grid cell
+    (`ConvergenceJob`, run through ``grid.executor`` with ``config.resources``) trains and
+    scores the SNN (`train_and_score`) in ``cells/<mode>_seed<seed>/``: fine-tuning from
+    the cell's ANN and balanced thresholds, or direct training from the U-Net
+    initialised with that seed and thresholds balanced on it, with ``config.train`` (an
+    epoch = ``checkpoints[0]`` minibatches) at the U-Net run's T unless
+    ``config.train.n_steps`` says otherwise.  The target is ``config.target_fraction``
+    of the cell's ANN's validation Dice.
+
+    Writes ``table3.{csv,json,md}`` (``records``: mode, seed, minibatches,
+    dice_2d_validation; ``to_target``: mode, seed, minibatches or None) and
+    ``figure6b_convergence.png``; a missing cell raises
+    `nengo_hybrid.cells.GridIncomplete` naming it, unless ``grid.partial``.
+    """
+    run = ExperimentRun(config, out_dir, resume)
+    job = ConvergenceJob(config, trained, str(images), str(labels), str(run.out_dir), resume)
+    with run.timed("load_s"):
+        plan = job.plan()
     with run.timed("ann_s"):  # the ANN alone: the SNNs' outputs are not needed here
-        ann = ann_outputs(trained.make_model(trained.config, val.images.shape[1:]), trained.config, cell / "ann",
-                          val.images)
-    ann_dice = float(np.mean(metrics.dice_2d(segmentation.probabilities(ann, val.images.shape[1:3]), val.masks,
-                                             threshold=trained.config.threshold).on_target))
+        ann = ann_outputs(trained.make_model(trained.config, plan.val.images.shape[1:]), trained.config,
+                          plan.cell / "ann", plan.val.images)
+    ann_dice = float(np.mean(metrics.dice_2d(segmentation.probabilities(ann, plan.val.images.shape[1:3]),
+                                             plan.val.masks, threshold=trained.config.threshold).on_target))
     target = config.target_fraction * ann_dice
+    cells = grid_cells(config)
+    result = run_cells(job, cells, grid.executor, config.resources, grid.address)
+    run.timings.update({f"{name}_s": seconds for name, seconds in result.seconds.items()})
+    cell_records = result.require(cells, grid.partial)
     records, to_target = [], []
-    for seed in config.seeds:
-        for mode in MODES:
-            folder = run.out_dir / "cells" / f"{mode}_seed{seed}"
-            print(f"== {mode}, seed {seed}: {len(train_slices)} training slices, {len(val)} validation slices, "
-                  f"T = {settings.n_steps}", flush=True)
-            seed_everything(seed)
-            with run.timed(f"{mode}_seed{seed}_s"):
-                if mode == "fine_tune":
-                    model = trained.make_model(unet_config, train_slices.images.shape[1:])
-                    params, thresholds = cell / "ann", load_thresholds(cell)
-                    if settings.n_steps != trained.config.eval_steps:  # balanced for another T
-                        thresholds = balance_stage(model, unet_config, params, train_slices.images, folder, resume)
-                else:
-                    model = trained.make_model(replace(unet_config, seed=seed), train_slices.images.shape[1:])
-                    params = None
-                    thresholds = balance_stage(model, unet_config, None, train_slices.images, folder, resume)
-                scores = train_and_score(unet_config, model, params, thresholds, train_slices, val, task_loss,
-                                         replace(settings, seed=seed), checkpoints, folder, resume=resume)
-            records += [dict(s, mode=mode, seed=seed) for s in scores]
-            to_target.append({"mode": mode, "seed": seed, "minibatches": first_reaching(scores, target)})
-    summary = _summary(records, to_target, checkpoints)
-    words = caption.format(fold=fold, loss=loss, unet_dir=trained.run_dir, n_val=len(val.subjects),
-                           n_val_slices=int(val.masks.reshape(len(val), -1).any(axis=1).sum()),
-                           n_train=len(train_slices.subjects), seeds=len(config.seeds), steps=settings.n_steps,
-                           batch=settings.batch_size, lr=settings.learning_rate, ann=ann_dice,
-                           fraction=config.target_fraction, target=target)
+    for cell in cell_records:
+        records += [dict(s, mode=cell["mode"], seed=cell["seed"]) for s in cell["scores"]]
+        to_target.append({"mode": cell["mode"], "seed": cell["seed"],
+                          "minibatches": first_reaching(cell["scores"], target)})
+    summary = _summary(records, to_target, plan.checkpoints)
+    settings = plan.settings
+    words = caption.format(fold=plan.fold, loss=plan.loss, unet_dir=trained.run_dir, n_val=len(plan.val.subjects),
+                           n_val_slices=int(plan.val.masks.reshape(len(plan.val), -1).any(axis=1).sum()),
+                           n_train=len(plan.train_slices.subjects), seeds=len(config.seeds),
+                           steps=settings.n_steps, batch=settings.batch_size, lr=settings.learning_rate,
+                           ann=ann_dice, fraction=config.target_fraction, target=target)
+    missing = [cell.name for cell in cells if cell.name not in result.records]
+    if missing:
+        words = f"PARTIAL TABLE: {len(missing)} cells missing ({', '.join(missing)}).\n\n{words}"
     report.write_table(run.out_dir, "table3", summary,
-                       [("mode", "mode"), ("statistic", "")] + [(f"mb{c}", f"{c}") for c in (0,) + checkpoints]
+                       [("mode", "mode"), ("statistic", "")] + [(f"mb{c}", f"{c}") for c in (0,) + plan.checkpoints]
                        + [("to_target", "minibatches to target")], words)
     run.write("table3.json", {"records": records, "to_target": to_target, "ann_dice_2d_validation": ann_dice,
-                              "target": target, "summary": summary, "caption": words})
+                              "target": target, "summary": summary, "caption": words,
+                              **({"partial": True, "missing": missing} if missing else {})})
     convergence_figure(run.out_dir / "figure6b_convergence.png", records, target, ann_dice)
     run.finish("table3")
     return records
@@ -191,6 +269,8 @@ def convergence_figure(path, records, target, ann_dice):
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for k, mode in enumerate(MODES):
         mine = [r for r in records if r["mode"] == mode]
+        if not mine:  # a partial table without this mode's cells
+            continue
         counts = sorted({r["minibatches"] for r in mine})
         values = [[r["dice_2d_validation"] for r in mine if r["minibatches"] == c] for c in counts]
         x = np.maximum(counts, 1)  # the start (0) drawn at 1 on the log axis

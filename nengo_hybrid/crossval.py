@@ -26,7 +26,7 @@ import numpy as np
 from data_prep.hippocampus import cross_validation_folds
 from nengo_hybrid import report, segmentation
 from nengo_hybrid.atomic import replacing, write_bytes, write_json
-from nengo_hybrid.cells import Cell, GridOptions, run_cells
+from nengo_hybrid.cells import Cell, FolderJob, GridOptions, run_cells
 from nengo_hybrid.experiment import ExperimentRun, finetuning_record, seed_everything
 from nengo_hybrid.segmentation import FLOOR
 from nengo_hybrid.stages import (evaluate_stages, load_thresholds, run_stages, spiking_evaluation,
@@ -79,7 +79,7 @@ def grid_cells(config):
 
 
 @dataclass(frozen=True)
-class FoldLossJob:
+class FoldLossJob(FolderJob):
     """Runs one (fold, loss) cell of a cross-validated run (`run_cell`) from nothing but
     the cell and this job: it reads the run's ``folds.json``, loads the slices of the
     fold's subjects (once per process), and writes ``cells/fold<k>/<loss>/``.  With
@@ -93,15 +93,7 @@ class FoldLossJob:
     out_dir: str
     resume: bool = False
 
-    def folder(self, cell):
-        return Path(self.out_dir) / "cells" / cell.name
-
-    def finished(self, cell):
-        return self.resume and (self.folder(cell) / "scores.json").exists()
-
-    def __call__(self, cell):
-        if self.finished(cell):
-            return json.loads((self.folder(cell) / "scores.json").read_text())
+    def run_cell(self, cell, folder):
         fold, loss = cell["fold"], cell["loss"]
         record = json.loads((Path(self.out_dir) / "folds.json").read_text())
         folds = [(f["train"], f["test"]) for f in record["folds"]]
@@ -109,8 +101,8 @@ class FoldLossJob:
         train, test = fold_slices(self.config, _slices(self.config, self.images, self.labels, ids), folds, fold)
         print(f"== fold {fold}, {loss}: {len(train.subjects)} training subjects ({len(train)} slices), "
               f"{len(test.subjects)} test subjects ({len(test)} slices)", flush=True)
-        return run_cell(self.folder(cell), self.config, self.make_model, fold, loss, train, test,
-                        segmentation.atlas(train), self.resume)
+        return run_cell(folder, self.config, self.make_model, fold, loss, train, test, segmentation.atlas(train),
+                        self.resume)
 
 
 _LOADED = {}

@@ -15,7 +15,6 @@ The floor is the **atlas**: the mean of the training subjects' masks, thresholde
 predicted for every test subject whatever its image (`atlas`, `atlas_slices`).
 """
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -281,11 +280,7 @@ def main(argv, doc, name, profiles, run, evaluate, mask_models, evaluate_options
         if not grid:
             run(config, images, labels, out, resume=args.resume)
             return 0
-        config = replace(config, resources=cells.resources_from_args(config.resources, args))
-        try:
-            run(config, images, labels, out, resume=args.resume, grid=cells.GridOptions.from_args(args))
-        except cells.GridIncomplete as error:
-            raise SystemExit(f"{out}: {error}") from None
+        cells.run_from_args(run, config, out, args, images, labels, resume=args.resume)
     else:
         options = {flag.lstrip("-").replace("-", "_"): None for flag, _ in evaluate_options}
         evaluate(args.checkpoint, images, labels, args.out or Path(args.checkpoint) / "evaluate",

@@ -7,6 +7,9 @@ reporting it on test subjects.  `timestep_sweep` reads the converted SNN at ever
 range for several scalings of its thresholds, and finds each curve's elbow (Figure 6A).
 """
 
+from dataclasses import dataclass
+from typing import Any
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -14,6 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nengo_hybrid import metrics, report, segmentation  # noqa: E402
+from nengo_hybrid.cells import (Cell, FolderJob, GridIncomplete, GridOptions, add_grid_arguments, run_cells,  # noqa: E402
+                                run_from_args)
+from nengo_hybrid.atomic import write_json  # noqa: E402
 from nengo_hybrid.crossval import MODELS, fold_slices, validation_slices  # noqa: E402
 from nengo_hybrid.experiment import ExperimentRun  # noqa: E402
 from nengo_hybrid.paths import experiment_parser, resolve_run  # noqa: E402
@@ -161,61 +167,113 @@ def elbow(timesteps, dice):
     return None if knee is None else int(knee)
 
 
-def timestep_sweep(config, trained, images, labels, out_dir, caption, resume=False):
+@dataclass(frozen=True)
+class ScalingJob(FolderJob):
+    """One (fold, loss, scaling) cell of `timestep_sweep`
+    (``cells/fold<k>/<loss>/scaling_<s>/``): the converted SNN of the trained cell with its
+    thresholds scaled, run once and read at every T of the sweep on the fold's validation
+    slices that show hippocampus; its record (``record.json``) holds each T's per-slice
+    on-target Dice, its outputs ``outputs.npz``.  Read back when the sweep resumes."""
+
+    config: Any
+    trained: Any  # a nengo_hybrid.crossval.TrainedRun
+    images: str
+    labels: str
+    out_dir: str
+    resume: bool = False
+    record_name = "record.json"
+
+    def run_cell(self, cell, folder):
+        fold, loss, scaling = cell["fold"], cell["loss"], cell["scaling"]
+        trained, timesteps = self.trained, sorted(int(t) for t in self.config.timesteps)
+        x, masks, n_subjects = _validation_on_target(trained, self.images, self.labels, fold,
+                                                     self.config.validation_subjects)
+        print(f"== fold {fold}, {loss}: thresholds x {scaling:g}, {len(x)} validation slices, "
+              f"T up to {timesteps[-1]}", flush=True)
+        sweep = trained.converted_sweep(fold, loss, x, timesteps, scaling, cache=folder / "outputs.npz",
+                                        reuse=self.resume)
+        record = {"fold": fold, "loss": loss, "scaling": float(scaling), "timesteps": timesteps,
+                  "n_subjects": n_subjects, "n_slices": len(x),
+                  "dice_2d_on_target": [metrics.dice_2d(segmentation.probabilities(sweep[t], x.shape[1:3]), masks,
+                                                        threshold=trained.config.threshold).on_target.tolist()
+                                        for t in timesteps]}
+        write_json(folder / self.record_name, record)
+        return record
+
+
+_VALIDATION = {}
+
+
+def _validation_on_target(trained, images, labels, fold, n_subjects):
+    """``(images, masks, n_subjects)``: the slices showing hippocampus of the first
+    ``n_subjects`` validation subjects of ``fold`` of ``trained`` (all of them if 0), and
+    how many subjects they come from; kept for the process."""
+    key = (str(trained.run_dir), str(images), str(labels), fold, n_subjects)
+    if key not in _VALIDATION:
+        train, _ = fold_slices(trained.config, trained.load(images, labels), trained.folds, fold)
+        val = validation_slices(trained.config, train, n_subjects)
+        on_target = val.masks.reshape(len(val), -1).any(axis=1)
+        _VALIDATION.clear()
+        _VALIDATION[key] = (val.images[on_target], val.masks[on_target], len(val.subjects))
+    return _VALIDATION[key]
+
+
+def timestep_sweep(config, trained, images, labels, out_dir, caption, resume=False, grid=GridOptions()):
     """Figure 6A of ``trained`` (a `nengo_hybrid.crossval.TrainedRun`): the converted
     SNN's Dice against timesteps for several threshold scalings, each curve's elbow.
 
     For each cell of ``config.cells`` (``(fold, loss)``; default the run's first fold
-    and its ``figure_loss``) and each factor of ``config.scalings``, the converted SNN
-    with every balanced threshold times the factor runs once for ``max(config.
-    timesteps)`` steps on the fold's validation slices that show hippocampus (of its
-    first ``config.validation_subjects`` validation subjects) and is read at every T
-    (`nengo_hybrid.crossval.TrainedRun.converted_sweep`); Dice is pooled over those
-    slices and cells, and `elbow` finds each curve's elbow.
+    and its ``figure_loss``) and each factor of ``config.scalings``, a grid cell
+    (`ScalingJob`, run through ``grid.executor`` with ``config.resources``) runs the
+    converted SNN with every balanced threshold times the factor once for
+    ``max(config.timesteps)`` steps on the fold's validation slices that show
+    hippocampus (of its first ``config.validation_subjects`` validation subjects) and
+    reads it at every T (`nengo_hybrid.crossval.TrainedRun.converted_sweep`); Dice is
+    pooled over those slices and cells, and `elbow` finds each curve's elbow.
 
     Writes ``figure6a.{csv,md}``, ``figure6a.json`` (``records``: scaling, timesteps,
-    dice_2d_on_target; ``elbows``: scaling, timesteps), ``figure6a_dice_vs_timesteps.png``
-    and the outputs per cell and scaling under ``cells/`` (reused with ``resume``).
+    dice_2d_on_target; ``elbows``: scaling, timesteps) and
+    ``figure6a_dice_vs_timesteps.png``; a missing cell raises
+    `nengo_hybrid.cells.GridIncomplete` naming it (no partial curves).
     """
     run = ExperimentRun(config, out_dir, resume)
     timesteps = sorted(int(t) for t in config.timesteps)
-    with run.timed("load_s"):
-        slices = trained.load(images, labels)
-    cells = [tuple(cell) for cell in config.cells] or [
+    sources = [tuple(cell) for cell in config.cells] or [
         (trained.config.fold_indices()[0], trained.config.figure_loss)]
-    scores = {scaling: [] for scaling in config.scalings}
-    n_subjects, n_slices = 0, 0
-    for fold, loss in cells:
-        train, _ = fold_slices(trained.config, slices, trained.folds, fold)
-        val = validation_slices(trained.config, train, config.validation_subjects)
-        on_target = val.masks.reshape(len(val), -1).any(axis=1)
-        n_subjects, n_slices = n_subjects + len(val.subjects), n_slices + int(on_target.sum())
-        x, masks = val.images[on_target], val.masks[on_target]
-        for scaling in config.scalings:
-            print(f"== fold {fold}, {loss}: thresholds x {scaling:g}, {len(x)} validation slices, "
-                  f"T up to {timesteps[-1]}", flush=True)
-            cache = run.out_dir / "cells" / f"fold{fold}" / loss / f"scaling_{scaling:g}.npz"
-            with run.timed(f"fold{fold}_{loss}_scaling_{scaling:g}_s"):
-                sweep = trained.converted_sweep(fold, loss, x, timesteps, scaling, cache=cache, reuse=resume)
-            probabilities = {t: segmentation.probabilities(out, x.shape[1:3]) for t, out in sweep.items()}
-            scores[scaling].append(np.stack([metrics.dice_2d(probabilities[t], masks, threshold=trained.config.threshold)
-                                             .on_target for t in timesteps]))
-    curves = {scaling: np.concatenate(parts, axis=1).mean(axis=1) for scaling, parts in scores.items()}
+    cells = [Cell(f"fold{fold}/{loss}/scaling_{scaling:g}", (("fold", fold), ("loss", loss), ("scaling", scaling)))
+             for fold, loss in sources for scaling in config.scalings]
+    job = ScalingJob(config, trained, str(images), str(labels), str(run.out_dir), resume)
+    result = run_cells(job, cells, grid.executor, config.resources, grid.address)
+    run.timings.update({f"{name}_s": seconds for name, seconds in result.seconds.items()})
+    done = result.require(cells, grid.partial)
+    # with --partial, the curves of the scalings whose every cell finished
+    missing = [cell.name for cell in cells if cell.name not in result.records]
+    scalings = [float(scaling) for scaling in config.scalings
+                if not any(cell["scaling"] == scaling and cell.name in missing for cell in cells)]
+    curves = {scaling: np.concatenate([np.asarray(r["dice_2d_on_target"]) for r in done if r["scaling"] == scaling],
+                                      axis=1).mean(axis=1) for scaling in scalings}
+    if not scalings:
+        raise GridIncomplete(f"no scaling has all its cells finished (missing: {', '.join(missing)})")
+    first = [r for r in done if r["scaling"] == scalings[0]]
+    n_subjects, n_slices = sum(r["n_subjects"] for r in first), sum(r["n_slices"] for r in first)
     records = [{"scaling": float(scaling), "timesteps": t, "dice_2d_on_target": float(curves[scaling][k])}
-               for scaling in config.scalings for k, t in enumerate(timesteps)]
+               for scaling in scalings for k, t in enumerate(timesteps)]
     elbows = [{"scaling": float(scaling), "timesteps": elbow(timesteps, curves[scaling])}
-              for scaling in config.scalings]
-    words = caption.format(cells=", ".join(f"fold {f} {l}" for f, l in cells), unet_dir=trained.run_dir,
+              for scaling in scalings]
+    words = caption.format(cells=", ".join(f"fold {f} {l}" for f, l in sources), unet_dir=trained.run_dir,
                            n_subjects=n_subjects, n_slices=n_slices, first=timesteps[0], last=timesteps[-1],
                            paper_elbow=config.paper_elbow,
                            elbows="; ".join(f"× {e['scaling']:g}: {e['timesteps']}" for e in elbows))
-    rows = [dict({"timesteps": t}, **{f"x{scaling:g}": float(curves[scaling][k]) for scaling in config.scalings})
+    if missing:
+        words = f"PARTIAL: {len(missing)} cells missing ({', '.join(missing)}).\n\n{words}"
+    rows = [dict({"timesteps": t}, **{f"x{scaling:g}": float(curves[scaling][k]) for scaling in scalings})
             for k, t in enumerate(timesteps)]
     rows.append(dict({"timesteps": "elbow"}, **{f"x{e['scaling']:g}": e["timesteps"] for e in elbows}))
     report.write_table(run.out_dir, "figure6a", rows, [("timesteps", "T")] + [
-        (f"x{scaling:g}", f"thresholds × {scaling:g}") for scaling in config.scalings], words)
+        (f"x{scaling:g}", f"thresholds × {scaling:g}") for scaling in scalings], words)
     run.write("figure6a.json", {"records": records, "elbows": elbows, "paper_elbow": config.paper_elbow,
-                                "cells": [list(c) for c in cells], "caption": words})
+                                "cells": [list(c) for c in sources], "caption": words,
+                                **({"partial": True, "missing": missing} if missing else {})})
     dice_vs_timesteps_figure(run.out_dir / "figure6a_dice_vs_timesteps.png", timesteps, curves, elbows,
                              config.paper_elbow)
     run.finish("figure6a")
@@ -240,14 +298,18 @@ def dice_vs_timesteps_figure(path, timesteps, curves, elbows, paper_elbow):
     report.save_figure(fig, path)
 
 
-def main(argv, doc, name, profiles, run):
+def main(argv, doc, name, profiles, run, grid=False):
     """The command line of an analysis of a trained run (a sweep, or fine-tuning vs
     direct training): ``run`` only (`nengo_hybrid.paths.experiment_parser`), with the
-    data folders and ``--unet DIR``, the trained run to read (default: the results
+    data folders, ``--unet DIR``, the trained run to read (default: the results
     folder of the U-Net profile the analysis's profile names).
-    ``run(config, images, labels, out_dir, unet_dir=..., resume=...)``."""
+    ``run(config, images, labels, out_dir, unet_dir=..., resume=...)``; with ``grid`` the
+    analysis is a grid of cells: ``run`` also takes ``grid=``
+    (`nengo_hybrid.cells.GridOptions`) and the command line the executor's options."""
     parser, run_parser, _ = experiment_parser(doc, name, profiles)
     segmentation.add_folder_arguments(run_parser)
+    if grid:
+        add_grid_arguments(run_parser)
     run_parser.add_argument("--unet", default=None,
                             help="the trained U-Net run (default: the results of the profile's U-Net profile)")
     args = parser.parse_args(argv)
@@ -257,5 +319,8 @@ def main(argv, doc, name, profiles, run):
     if labels is None:
         raise SystemExit(f"{name} scores masks: it needs --labels")
     config, out = resolve_run(args, name, profiles)
-    run(config, images, labels, out, unet_dir=args.unet, resume=args.resume)
+    if grid:
+        run_from_args(run, config, out, args, images, labels, unet_dir=args.unet, resume=args.resume)
+    else:
+        run(config, images, labels, out, unet_dir=args.unet, resume=args.resume)
     return 0

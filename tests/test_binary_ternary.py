@@ -112,6 +112,16 @@ def test_the_stand_in_is_read_when_there_is_no_cifar10(data_root, tmp_path):
         classification.load(tmp_path, "cifar10")
 
 
+def test_the_cpu_profiles_unet_states_the_epochs_it_runs():
+    """Table 5's cpu U-Net trains fewer epochs than Table 1's: its caption says so."""
+    import binary_ternary
+
+    unet_config = binary_ternary.PROFILES["cpu"].segmentation
+    for settings in (unet_config.ann, unet_config.finetune):
+        assert f"for at most {settings.epochs} epochs" in unet_config.departures
+    assert unet_config.departures.count("for at most") == 2
+
+
 @pytest.fixture(scope="module")
 def quick_tables(msd_root, tmp_path_factory):
     import binary_ternary

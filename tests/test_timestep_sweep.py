@@ -61,10 +61,16 @@ def test_one_run_read_at_every_T_is_the_mean_of_its_first_T_steps(unet_quick_run
     assert not np.allclose(read[3], read[10])  # the reading changes with T
 
 
-def test_the_sweep_writes_records_elbows_table_and_figure(unet_quick_run, msd_root, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def sweep_run(unet_quick_run, msd_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("timestep_sweep") / "run"
     run_experiment("timestep_sweep.py", "run", "--profile", "quick", "--unet", unet_quick_run, "--out", out,
                    "--data", msd_root.parent)
+    return out
+
+
+def test_the_sweep_writes_records_elbows_table_and_figure(sweep_run):
+    out = sweep_run
     figure = json.loads((out / "figure6a.json").read_text())
     config = unet.PROFILES["quick"]
     timesteps, scalings = [4, 8, 12, 24, 48, 96], [0.7, 1.0]
@@ -80,3 +86,24 @@ def test_the_sweep_writes_records_elbows_table_and_figure(unet_quick_run, msd_ro
     assert "| elbow |" in md and "kneed" in md and "200" in md
     image = matplotlib.image.imread(out / "figure6a_dice_vs_timesteps.png")
     assert image.shape[0] > 200 and len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50
+
+
+def test_each_scaling_is_a_cell_and_ray_gives_the_local_numbers(sweep_run, unet_quick_run, msd_root, tmp_path):
+    """Every (fold, loss, scaling) cell keeps its record, from which the curve is the
+    mean over its slices; the same sweep with every cell a Ray task on a local Ray
+    instance writes the same records and elbows, bit for bit."""
+    pytest.importorskip("ray")
+    figure = json.loads((sweep_run / "figure6a.json").read_text())
+    for scaling in (0.7, 1.0):
+        cell = json.loads((sweep_run / "cells" / "fold0" / "bce_dice" / f"scaling_{scaling:g}" / "record.json")
+                          .read_text())
+        assert cell["scaling"] == scaling and cell["n_slices"] == len(cell["dice_2d_on_target"][0]) > 0
+        curve = [r["dice_2d_on_target"] for r in figure["records"] if r["scaling"] == scaling]
+        np.testing.assert_allclose(curve, np.mean(cell["dice_2d_on_target"], axis=1), rtol=1e-12)
+
+    out = tmp_path / "ray"
+    done = run_experiment("timestep_sweep.py", "run", "--profile", "quick", "--unet", unet_quick_run, "--out", out,
+                          "--data", msd_root.parent, "--executor", "ray")
+    assert "[cells] 2/2 done" in done.stdout
+    on_ray = json.loads((out / "figure6a.json").read_text())
+    assert (on_ray["records"], on_ray["elbows"]) == (figure["records"], figure["elbows"])
