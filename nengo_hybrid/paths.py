@@ -52,15 +52,20 @@ def resolve_run(args, name, profiles):
     ``--seed N`` sets ``seed=N`` on the config and on every `TrainSettings` field of it,
     so that a second seed also draws other validation splits and epoch shuffles.
     """
-    from nengo_hybrid.stages import TrainSettings  # the module's one use of the stages
-
     config = profiles[args.profile]
     if args.seed is not None:
-        stages = {field.name: dataclasses.replace(getattr(config, field.name), seed=args.seed)
-                  for field in dataclasses.fields(config)
-                  if isinstance(getattr(config, field.name), TrainSettings)}
-        config = dataclasses.replace(config, seed=args.seed, **stages)
+        config = with_seed(config, args.seed)
     return config, args.out or default_out(name, args.profile)
+
+
+def with_seed(config, seed):
+    """``config`` with ``seed=seed`` on it and on every `TrainSettings` field of it, so
+    that another seed also draws other validation splits and epoch shuffles."""
+    from nengo_hybrid.stages import TrainSettings  # the module's one use of the stages
+
+    stages = {field.name: dataclasses.replace(getattr(config, field.name), seed=seed)
+              for field in dataclasses.fields(config) if isinstance(getattr(config, field.name), TrainSettings)}
+    return dataclasses.replace(config, seed=seed, **stages)
 
 
 def default_out(name, profile):

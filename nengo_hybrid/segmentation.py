@@ -250,7 +250,7 @@ def pooled_record(cells, name):
     return record
 
 
-def main(argv, doc, name, profiles, run, evaluate, mask_models, evaluate_options=(), grid=False):
+def main(argv, doc, name, profiles, run, evaluate, mask_models, evaluate_options=(), grid=False, seeds_table=None):
     """The command line of a segmentation experiment script (``run`` and ``evaluate``,
     `nengo_hybrid.paths.experiment_parser`, with the folder arguments and
     ``--mask-model``).
@@ -260,10 +260,16 @@ def main(argv, doc, name, profiles, run, evaluate, mask_models, evaluate_options
     ``(flag, argparse keywords)`` the script's ``evaluate`` takes besides.  With
     ``grid`` the run is a grid of cells: ``run`` also takes ``grid=``
     (`nengo_hybrid.cells.GridOptions`) and the command line the executor's options.
+    With ``seeds_table`` (a `nengo_hybrid.seeds.SeedsTable`) ``run --seeds N`` repeats a
+    single run for N seeds as a grid (`nengo_hybrid.seeds`).
     """
+    from nengo_hybrid import seeds  # only the experiments that repeat over seeds need it
+
     parser, run_parser, eval_parser = experiment_parser(doc, name, profiles)
     if grid:
         cells.add_grid_arguments(run_parser)
+    elif seeds_table:
+        seeds.add_arguments(run_parser)
     eval_parser.add_argument("--mask-model", choices=mask_models, default=mask_models[-1],
                              help=f"whose masks are written as NIfTI (default: {mask_models[-1]})")
     for flag, keywords in evaluate_options:
@@ -277,10 +283,12 @@ def main(argv, doc, name, profiles, run, evaluate, mask_models, evaluate_options
         if labels is None:
             raise SystemExit("training needs labels: --labels DIR")
         config, out = resolve_run(args, name, profiles)
-        if not grid:
+        if grid:
+            cells.run_from_args(run, config, out, args, images, labels, resume=args.resume)
+        elif seeds_table:
+            seeds.run_from_args(run, config, (images, labels), out, args, seeds_table)
+        else:
             run(config, images, labels, out, resume=args.resume)
-            return 0
-        cells.run_from_args(run, config, out, args, images, labels, resume=args.resume)
     else:
         options = {flag.lstrip("-").replace("-", "_"): None for flag, _ in evaluate_options}
         evaluate(args.checkpoint, images, labels, args.out or Path(args.checkpoint) / "evaluate",
