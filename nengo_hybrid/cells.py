@@ -158,11 +158,15 @@ def limit_threads(num_cpus):
 
 
 def _run_one(job, cell, num_cpus):
-    """A cell as a worker runs it: on ``num_cpus`` threads, its record returned."""
+    """A cell as a worker runs it: on ``num_cpus`` threads; returns its record and the
+    seconds it ran (timed in the worker, so that a cell waiting in Ray's queue for a free
+    worker is not counted as running)."""
     if not limit_threads(num_cpus):
         print(f"[cells] {cell.name}: TensorFlow already started with other thread counts; the cell "
               f"runs on those, not on {num_cpus}", file=sys.stderr, flush=True)
-    return job(cell)
+    start = time.time()
+    record = job(cell)
+    return record, time.time() - start
 
 
 class Progress:
@@ -245,7 +249,7 @@ def _run_local(job, cells, resources, address, result, out):
         start = time.time()
         for attempt in range(resources.max_retries + 1):
             try:
-                result.records[cell.name] = _run_one(job, cell, resources.cpus())
+                result.records[cell.name], _ = _run_one(job, cell, resources.cpus())
                 result.failures.pop(cell.name, None)
                 break
             except Exception:  # noqa: BLE001 (reported by name; the other cells go on)
@@ -273,19 +277,15 @@ def _run_ray(job, cells, resources, address, result, out):
     if resources.num_gpus:
         parallel = min(parallel, max(1, int(ray.cluster_resources().get("GPU", 0) // resources.num_gpus)))
     progress = Progress(len(cells), parallel, out)
-    started = {}
-    refs = {}
-    for cell in cells:
-        refs[task.remote(job, cell, num_cpus)] = cell
-        started[cell.name] = time.time()
+    refs = {task.remote(job, cell, num_cpus): cell for cell in cells}
     progress.update(running=min(parallel, len(refs)))
     while refs:
         done, _ = ray.wait(list(refs), num_returns=1)
         for ref in done:
             cell = refs.pop(ref)
-            seconds = time.time() - started[cell.name]
+            seconds = None
             try:
-                result.records[cell.name] = ray.get(ref)
+                result.records[cell.name], seconds = ray.get(ref)
                 result.seconds[cell.name] = seconds
             except Exception as error:  # noqa: BLE001 (the task's error, traceback included)
                 # Ray's message holds the worker's traceback, coloured for a terminal

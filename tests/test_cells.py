@@ -124,6 +124,33 @@ def test_ray_gives_the_local_records(tmp_path, local_ray):
     assert {k: {**v, "threads": 1} for k, v in local.records.items()} == ray_result.records
 
 
+@dataclass(frozen=True)
+class SleepJob:
+    """A cell that takes ``seconds`` of wall time."""
+
+    seconds: float
+
+    def finished(self, cell):
+        return False
+
+    def __call__(self, cell):
+        import time
+
+        time.sleep(self.seconds)
+        return {"cell": cell.name}
+
+
+def test_ray_times_each_cell_while_it_runs_not_while_it_waits(local_ray):
+    # two CPUs a cell on a 2-CPU instance: one cell at a time, the other three queue; each
+    # cell's time (and the progress estimate built on it) is its own ~0.5 s, where timing
+    # from submission would give ~0.5, 1, 1.5, 2 s
+    lines = []
+    result = run_cells(SleepJob(0.5), CELLS, "ray", Resources(num_cpus=2), out=lambda *a, **k: lines.append(a[0]))
+    assert sorted(result.records) == sorted(c.name for c in CELLS)
+    assert all(0.5 <= seconds < 0.9 for seconds in result.seconds.values()), result.seconds
+    assert "~0.0 min left" in " ".join(lines)
+
+
 def test_the_grid_refuses_duplicate_cells_and_unknown_executors(tmp_path):
     job = WriteRecordJob(str(tmp_path))
     with pytest.raises(ValueError, match="same name"):
