@@ -14,6 +14,7 @@ An experiment script is a configuration and a few calls::
 
 import contextlib
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -80,9 +81,19 @@ class ExperimentRun:
         return results
 
     def finish(self, table=None):
-        """Write ``timings.json`` (with the total) and print the table ``table``.md."""
+        """Write ``timings.json`` (with the total) and print the table ``table``.md.
+
+        ``timings.json`` is written when a run finishes, so finding one when resuming
+        means this invocation only read a finished run back (and re-evaluated it): the
+        first run's timings, which say what the run cost, are kept, and this
+        invocation's are appended to their ``"resumed"`` list."""
         self.timings["total_s"] = time.time() - self.start_time
-        self.write("timings.json", self.timings)
+        written = self.out_dir / "timings.json"
+        if self.resume and written.exists():
+            first = json.loads(written.read_text())
+            self.write("timings.json", {**first, "resumed": first.get("resumed", []) + [self.timings]})
+        else:
+            self.write("timings.json", self.timings)
         if table is not None:
             print((self.out_dir / f"{table}.md").read_text())
         print(f"total {self.timings['total_s'] / 60:.1f} min; results in {self.out_dir}", flush=True)

@@ -142,13 +142,11 @@ class SleepJob:
 
 def test_ray_times_each_cell_while_it_runs_not_while_it_waits(local_ray):
     # two CPUs a cell on a 2-CPU instance: one cell at a time, the other three queue; each
-    # cell's time (and the progress estimate built on it) is its own ~0.5 s, where timing
+    # cell's time (which the progress estimate averages) is its own ~0.5 s, where timing
     # from submission would give ~0.5, 1, 1.5, 2 s
-    lines = []
-    result = run_cells(SleepJob(0.5), CELLS, "ray", Resources(num_cpus=2), out=lambda *a, **k: lines.append(a[0]))
+    result = run_cells(SleepJob(0.5), CELLS, "ray", Resources(num_cpus=2), out=lambda *a, **k: None)
     assert sorted(result.records) == sorted(c.name for c in CELLS)
     assert all(0.5 <= seconds < 0.9 for seconds in result.seconds.values()), result.seconds
-    assert "~0.0 min left" in " ".join(lines)
 
 
 def test_the_grid_refuses_duplicate_cells_and_unknown_executors(tmp_path):
