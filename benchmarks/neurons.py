@@ -45,10 +45,10 @@ def keras_times(model, x, y, batch, repeats, xla=False):
     return fit, predict
 
 
-def nengo_times(model, family, x, y, batch, steps, repeats, scale=None):
+def nengo_times(model, family, x, y, batch, steps, repeats, scale=None, fuse_with_xla=True):
     spiking = nh.get_family(family).spiking
     converted = nh.convert(model, family, synapse=0.005 if spiking else None,
-                           scale_firing_rates=scale if spiking else None)
+                           scale_firing_rates=scale if spiking else None, fuse_with_xla=fuse_with_xla)
     with converted.simulator(minibatch_size=batch, n_steps=steps) as sim:
         inputs = converted.inputs(x, steps)
         # inference first, so that every family is timed on the converted weights
@@ -104,14 +104,8 @@ def main(argv=None):
                         help="SoftLIF (LocNet's) or ReLU hidden units")
     parser.add_argument("--skip", nargs="*", default=[], choices=["spiking", "keras_spiking"],
                         help="leave out slow peers")
-    parser.add_argument("--no-xla", action="store_true",
-                        help="train the hybrid neurons without XLA fusion (for comparison)")
     parser.add_argument("--out", default="results/benchmarks/neurons.json")
     args = parser.parse_args(argv)
-    if args.no_xla:
-        from nengo_hybrid.neurons import HybridBuilderMixin
-
-        HybridBuilderMixin.fuse_with_xla = False
 
     root = data_dir(args.data) / "caltech101"
     ids = image_ids(root)[: args.images]
@@ -148,6 +142,9 @@ def main(argv=None):
         # NengoDL trains its spiking family as rates over the timesteps
         record("nengo_spiking", *nengo_times(model, "spiking", x, y, args.batch, steps, args.repeats, scale))
     record("nengo_hybrid", *nengo_times(model, "hybrid", x, y, args.batch, steps, args.repeats, scale))
+    # the fast path against the same maths unfused (SpikingSettings.fuse_with_xla=False)
+    record("hybrid_unfused", *nengo_times(model, "hybrid", x, y, args.batch, steps, args.repeats, scale,
+                                          fuse_with_xla=False))
     if "keras_spiking" not in args.skip:
         record("keras_spiking", *keras_spiking_times(model, x, y, args.batch, steps, args.repeats))
 
@@ -158,6 +155,7 @@ def main(argv=None):
         "hybrid_epoch / (steps * keras_epoch)": rows["nengo_hybrid"]["epoch_s"] / (steps * keras_epoch),
         "rate_epoch / keras_xla_epoch": rows["nengo_rate"]["epoch_s"] / xla_epoch,
         "hybrid_epoch / (steps * keras_xla_epoch)": rows["nengo_hybrid"]["epoch_s"] / (steps * xla_epoch),
+        "hybrid_epoch / hybrid_unfused_epoch": rows["nengo_hybrid"]["epoch_s"] / rows["hybrid_unfused"]["epoch_s"],
     }
     if "keras_spiking" in rows:
         ratios["keras_spiking_epoch / (steps * keras_epoch)"] = rows["keras_spiking"]["epoch_s"] / (steps * keras_epoch)
@@ -175,7 +173,6 @@ def main(argv=None):
         "neuron": args.neuron,
         "scale_firing_rates": scale,
         "spiking_network_rate_hz": rate_hz,
-        "xla_fused_hybrid_training": not args.no_xla,
         "cpu_cores": os.cpu_count(),
         "gpu": bool(tf.config.list_physical_devices("GPU")),
         "machine": platform.platform(),

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
 
 from data_prep.caltech101 import image_ids, load_airplanes, split_ids
 from nengo_hybrid import metrics, report, seeds
@@ -32,6 +31,8 @@ from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, r
 from nengo_hybrid.atomic import write_json
 from nengo_hybrid.experiment import ExperimentRun, finetuning_record
 from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages
+from nengo_hybrid.targets import StandardisedTargets
+from nengo_hybrid.losses import StandardisedBoxLoss
 
 PAPER = {"ann": 0.8945, "converted": 0.7431, "hybrid": 0.8253}
 PAPER_RATES = {"ann": None, "converted": 174.5583, "hybrid": 137.5238}
@@ -52,14 +53,34 @@ class LocNetConfig:
     sigma: float = 0.005
     amplitude: float = 0.01
     hidden_bias: float = 1.0
+    # What made the ANN beat the mean box (validation airplanes; see the README): the
+    # box as its offset from the training mean box in units of each coordinate's spread
+    # (`nengo_hybrid.targets`), an output layer starting at zero (the network starts
+    # at the floor), He-scaled hidden weights (with Glorot's the differences between
+    # images faded to 6 % of a unit's rate by the last hidden layer) and pixels centred
+    # on zero.  Before, on raw corners, the ANN never left the mean box.
+    standardise_targets: bool = True
+    zero_output: bool = False
+    init_scale: Optional[float] = 2.0
+    pixel_offset: float = 0.5
+    # the loss: the standardised boxes' squared error plus iou_weight x (1 - IoU)
+    # (`nengo_hybrid.losses.StandardisedBoxLoss`; 0: the squared error alone)
+    iou_weight: float = 10.0
     target_hz: float = 250.0
-    hidden_weight: float = 0.01
+    # 0.001 (the paper: 0.01): the ANN sits at the mean box for its first epochs, and
+    # with rate terms of 0.01 each (and a zero-initialised output layer) it stayed there
+    # for all 60 epochs of a paper-profile run
+    hidden_weight: float = 0.001
     output_weight: float = 1.0
     regularize_per: str = "neuron"
-    # the paper's 50 epochs, keeping the epoch with the best validation box loss; Adam at
-    # 1e-3, not the paper's 1e-2: on a validation split of the training images 1e-2 gave
-    # IoU 0.869 and 1e-3 gave 0.886 (30 epochs each, the mean box scoring 0.897 there)
-    ann: TrainSettings = TrainSettings(learning_rate=0.001, epochs=50, batch_size=32, patience=50)
+    # 60 epochs (the paper: 50), keeping the epoch with the best validation box loss; Adam
+    # at 1e-3, not the paper's 1e-2: on a validation split of the training images 1e-2
+    # gave IoU 0.869 and 1e-3 gave 0.886 (30 epochs each, raw corners, the mean box
+    # scoring 0.897 there).  With standardised targets the SoftLIF ANN sits at the mean
+    # box for its first 10-16 epochs before it leaves it (a ReLU network of the same
+    # shape leaves at once), so a learning-rate schedule on plateaus would cut the rate
+    # before learning starts: none is used
+    ann: TrainSettings = TrainSettings(learning_rate=0.001, epochs=60, batch_size=32, patience=60)
     # each epoch every training image is drawn anew: mirrored with this probability, and
     # zoomed into a window of up to max_zoom less at a random offset (box moved along).
     # Zoom is off: with 0.2 the validation IoU fell from 0.886 to 0.867 (the ANN could
@@ -112,21 +133,54 @@ PROFILES = {
 }
 
 
+def load_images(config, root, ids=None):
+    """The airplanes ``ids`` (all if None) with their boxes, pixels shifted by
+    ``-config.pixel_offset``."""
+    x, y, ids = load_airplanes(root, config.image_size, ids, config.grey)
+    return x - np.float32(config.pixel_offset), y, ids
+
+
 def load_split(config, root):
     """Images and boxes of the seeded train/test split."""
     ids = image_ids(root)
     if config.max_images:
         ids = ids[: config.max_images]
     train_ids, test_ids = split_ids(ids, config.test_fraction, config.seed)
-    x_train, y_train, train_ids = load_airplanes(root, config.image_size, train_ids, config.grey)
-    x_test, y_test, test_ids = load_airplanes(root, config.image_size, test_ids, config.grey)
-    return (x_train, y_train, train_ids), (x_test, y_test, test_ids)
+    return load_images(config, root, train_ids), load_images(config, root, test_ids)
 
 
 def make_model(config, input_shape):
     activation = nh.SoftLIF(sigma=config.sigma, amplitude=config.amplitude)
     return build_locnet(input_shape, activation, config.filters, config.dense_units,
-                        hidden_bias=config.hidden_bias, seed=config.seed)
+                        hidden_bias=config.hidden_bias, seed=config.seed,
+                        zero_output=config.zero_output, init_scale=config.init_scale)
+
+
+class PixelOffset:
+    """An image augmentation (``augment(x, y, rng)``) applied to images whose pixels
+    were shifted by ``-offset`` (its crops resize the images as they were read)."""
+
+    def __init__(self, augment, offset):
+        self.augment, self.offset = augment, np.float32(offset)
+
+    def __call__(self, x, y, rng):
+        x, y = self.augment(x + self.offset, y, rng)
+        return x - self.offset, y
+
+
+def box_targets(config, y_train):
+    """The map to the targets the networks learn: standardised boxes, or the boxes
+    themselves (an identity map) without ``config.standardise_targets``."""
+    if config.standardise_targets:
+        return StandardisedTargets.fit(y_train)
+    return StandardisedTargets(np.zeros(4), np.ones(4))
+
+
+def boxes_of(targets, results):
+    """`run_stages` results with every output and sweep mapped back to boxes."""
+    return dict(results, outputs={name: targets.restore(z) for name, z in results["outputs"].items()},
+                sweeps={name: {t: targets.restore(z) for t, z in sweep.items()}
+                        for name, sweep in results["sweeps"].items()})
 
 
 def run(config, root, out_dir, resume=False):
@@ -136,9 +190,14 @@ def run(config, root, out_dir, resume=False):
     print(f"{len(x_train)} training and {len(x_test)} test airplanes of {x_train.shape[1:]}", flush=True)
     run.write("split.json", {"seed": config.seed, "train": train_ids, "test": test_ids})
 
+    targets = box_targets(config, y_train)
+    run.write("targets.json", targets.to_json())
     model = make_model(config, x_train.shape[1:])
-    results = run.stages(model, x_train, y_train, x_test, tf.losses.mse,
-                         regularization=config.regularization(), augment=config.augmentation())
+    augment = targets.augmentation(PixelOffset(config.augmentation(), config.pixel_offset))
+    loss = StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight)
+    results = run.stages(model, x_train, targets.standardise(y_train), x_test, loss,
+                         regularization=config.regularization(), augment=augment)
+    results = boxes_of(targets, results)
     floor_box = y_train.mean(axis=0)
     run.write("floor_box.json", floor_box)
     with run.timed("report_s"):
@@ -216,9 +275,10 @@ def evaluate(checkpoint, root, out_dir):
     checkpoint = Path(checkpoint)
     config = report.config_from_json(LocNetConfig, json.loads((checkpoint / "config.json").read_text()))
     floor_box = np.array(json.loads((checkpoint / "floor_box.json").read_text()))
-    x, y, ids = load_airplanes(root, config.image_size, None, config.grey)
+    targets = StandardisedTargets.from_json(json.loads((checkpoint / "targets.json").read_text()))
+    x, y, ids = load_images(config, root)
     model = make_model(config, x.shape[1:])
-    results = evaluate_stages(model, config, checkpoint, x)
+    results = boxes_of(targets, evaluate_stages(model, config, checkpoint, x))
     records = table(model, config, y, floor_box, results)
     out_dir = Path(out_dir)
     write_json(out_dir / "evaluated_ids.json", {"root": str(root), "ids": ids})

@@ -154,7 +154,7 @@ def _swap_map(model, family):
 
 
 def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed=0,
-            allow_tensor_nodes=False, **converter_kwargs):
+            allow_tensor_nodes=False, fuse_with_xla=True, **converter_kwargs):
     """Convert a Keras model into a NengoDL network of one neuron family.
 
     Parameters
@@ -175,6 +175,10 @@ def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed
         Allow layers that NengoDL can only run as a ``TensorNode``.  Off by default:
         such a layer would keep its Keras nonlinearity and never spike.  (The
         ``TensorNode`` of a rate family's ``Dropout`` layer is always allowed.)
+    fuse_with_xla : bool
+        Train the hybrid neurons' step compiled with XLA (`.HybridBuilderMixin`), the
+        fast path; False trains them with the unfused operations.  Other families
+        ignore it.
 
     Raises
     ------
@@ -183,6 +187,10 @@ def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed
     """
     family = get_family(family)
     swaps = _swap_map(model, family)
+    for neuron_type in swaps.values():
+        if isinstance(neuron_type, (HybridSoftLIF, HybridSpikingRectifiedLinear)):
+            # read by the builder (not a nengo parameter: it changes no maths)
+            neuron_type.fuse_with_xla = bool(fuse_with_xla)
     # Dropout regularises the ANN's training (the rate family: active in sim.fit, the
     # identity in predict/evaluate) and is the identity in every SNN: a spike train
     # with dropped spikes is not the converted network, and a spiking family fine-tunes

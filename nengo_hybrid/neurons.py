@@ -128,18 +128,20 @@ class HybridBuilderMixin:
     for bit.  In training the same maths is compiled with XLA (``jit_compile``), which
     fuses its dozen element-wise operations (and those of the rate derivative on the
     backward pass) into one loop each: several times faster on CPU and GPU, equal to
-    the parent's step up to float rounding.
+    the parent's step up to float rounding.  A neuron type whose ``fuse_with_xla``
+    attribute is False trains with the parent's unfused operations instead.
     """
 
     spiking = True
-    # set to False (before building a simulator) to train without XLA
-    fuse_with_xla = True
 
     def rate_derivative(self, J):
         raise NotImplementedError("Subclasses must implement")
 
     def build_pre(self, signals, config):
         super().build_pre(signals, config)
+        # each neuron type says whether its training step is fused (``fuse_with_xla``,
+        # set by `nengo_hybrid.convert`); a group of ops is fused only if all say so
+        self.fuse_with_xla = all(getattr(op.neurons, "fuse_with_xla", True) for op in self.ops)
         if self.fuse_with_xla:
             self.fused_step = tf.function(self.step, jit_compile=True, autograph=False)
             self.fused_rate_derivative = tf.function(

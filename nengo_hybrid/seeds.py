@@ -80,7 +80,7 @@ def run_seeds(run, config, inputs, out_dir, n_seeds, table, metrics, caption, re
     finished = [cell for cell in cells if cell.name in result.records]
     by_seed = dict(zip([cell["seed"] for cell in finished], result.require(cells, grid.partial)))
     rows = summarise(by_seed, [key for key, _ in metrics])
-    columns = [("model", "model")]
+    columns = [("model", "model")] + [(key, key) for key in ("budget", "timesteps") if any(key in row for row in rows)]
     for key, header in metrics:
         columns += [(key, f"{header} (mean)"), (f"{key}_std", "± std")]
     columns += [(key, header) for key, header in (("paper_iou", "paper IoU"), ("paper_dice", "paper Dice"))
@@ -101,15 +101,17 @@ def run_seeds(run, config, inputs, out_dir, n_seeds, table, metrics, caption, re
 
 def summarise(by_seed, metrics):
     """Rows of the seeds table from ``{seed: records}`` (each a list of dicts with
-    ``model``): per model and metric the mean, the std and the per-seed values (None
+    ``model``, and ``budget`` where a model has several): per model and metric the mean, the std and the per-seed values (None
     where a model has no value, e.g. the ANN's firing rate); keys equal in every seed
     copied as they are."""
     seeds = list(by_seed)
     first = by_seed[seeds[0]]
     rows = []
     for record in first:
-        model = record["model"]
-        mine = [next(r for r in by_seed[seed] if r["model"] == model) for seed in seeds]
+        # a model may have one record per budget (e.g. the CAE's long and short one)
+        model, budget = record["model"], record.get("budget")
+        mine = [next(r for r in by_seed[seed] if r["model"] == model and r.get("budget") == budget)
+                for seed in seeds]
         row = {"model": model, "n_seeds": len(seeds), "seeds": seeds}
         for key, value in record.items():
             if key not in metrics and key != "model" and all(r.get(key) == value for r in mine):

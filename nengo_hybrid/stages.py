@@ -515,6 +515,9 @@ class SpikingSettings:
         Input coding of every spiking model (`nengo_hybrid.encoding`).
     balancing : Balancing or None
         Balance the converted SNN's thresholds (integrate-and-fire families only).
+    fuse_with_xla : bool
+        Train the hybrid family's step compiled with XLA (the fast path; see
+        `nengo_hybrid.convert`); recorded with the run's configuration.
     """
 
     converted_family: str = "spiking"
@@ -522,6 +525,7 @@ class SpikingSettings:
     finetuned_name: str = "hybrid"
     encoding: str = "repeat"
     balancing: Optional[Balancing] = None
+    fuse_with_xla: bool = True
 
 
 # the second paper's three stages: integrate-and-fire neurons fed Poisson spikes, converted
@@ -541,7 +545,8 @@ def network(model, config, family, thresholds=None):
     only), firing-rate scale and seed, and the balanced ``thresholds`` if any."""
     spiking = get_family(family).spiking
     converted = convert(model, family, synapse=config.synapse if spiking else None,
-                        scale_firing_rates=config.scale_firing_rates, seed=config.seed)
+                        scale_firing_rates=config.scale_firing_rates, seed=config.seed,
+                        fuse_with_xla=spiking_settings(config).fuse_with_xla)
     if thresholds:
         balancing = spiking_settings(config).balancing
         apply_thresholds(converted, thresholds, balancing.initial_potential if balancing else 0.0)
@@ -652,7 +657,7 @@ def load_thresholds(run_dir):
 
 
 def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
-               regularization=None, augment=None, resume=False, groups=None):
+               regularization=None, augment=None, resume=False, groups=None, trained_ann=None):
     """The paper's three models from one Keras ``model``: train the ANN, convert it,
     fine-tune the converted SNN, and evaluate all three on ``x_test``.
 
@@ -670,7 +675,9 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     Every spiking model sees the input coded by ``config.spiking.encoding``.  Every
     training stage checkpoints every epoch under ``out_dir/checkpoints`` and continues
     from there with ``resume``; ``groups`` (one id per training example, e.g. its
-    subject) makes early stopping validate on whole groups.  ``config`` needs ``ann``,
+    subject) makes early stopping validate on whole groups.  ``trained_ann`` (the path of
+    another run's ``ann`` parameters) skips stage 1 and starts from that ANN: the same
+    ANN converted and fine-tuned for another timestep budget.  ``config`` needs ``ann``,
     ``finetune`` (`TrainSettings`), optionally ``spiking`` (`SpikingSettings`), and
     what `spiking_evaluation` needs.
 
@@ -690,30 +697,32 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     timings, histories = {}, {}
     probes = regularization is not None
 
-    start = time.time()
-    ann = network(model, config, "rate")
-    with ann.simulator(config.ann.batch_size, n_steps=1, layer_probes=probes) as sim:
-        histories["ann"] = train(ann, sim, x_train, y_train, task_loss, config.ann,
-                                 out_dir / "checkpoints" / "ann", regularization=regularization,
-                                 augment=augment, resume=resume, label="ann",
-                                 groups=groups)["history"]
-        sim.save_params(out_dir / "ann")
-    timings["ann_s"] = time.time() - start
-    ann_out = ann_outputs(model, config, out_dir / "ann", x_test)
+    ann_params = out_dir / "ann" if trained_ann is None else Path(trained_ann)
+    if trained_ann is None:
+        start = time.time()
+        ann = network(model, config, "rate")
+        with ann.simulator(config.ann.batch_size, n_steps=1, layer_probes=probes) as sim:
+            histories["ann"] = train(ann, sim, x_train, y_train, task_loss, config.ann,
+                                     out_dir / "checkpoints" / "ann", regularization=regularization,
+                                     augment=augment, resume=resume, label="ann",
+                                     groups=groups)["history"]
+            sim.save_params(ann_params)
+        timings["ann_s"] = time.time() - start
+    ann_out = ann_outputs(model, config, ann_params, x_test)
 
     start = time.time()
-    thresholds = balance_stage(model, config, out_dir / "ann", x_train, out_dir, resume)
+    thresholds = balance_stage(model, config, ann_params, x_train, out_dir, resume)
     if thresholds is not None:
         timings["balance_s"] = time.time() - start
     start = time.time()
-    converted = spiking_evaluation(model, config, out_dir / "ann", x_test, thresholds)
+    converted = spiking_evaluation(model, config, ann_params, x_test, thresholds)
     timings["converted_eval_s"] = time.time() - start
 
     start = time.time()
     tuning = network(model, config, settings.finetuned_family, thresholds)
     with tuning.simulator(config.finetune.batch_size, n_steps=config.finetune.n_steps,
                           layer_probes=probes) as sim:
-        sim.load_params(out_dir / "ann")
+        sim.load_params(ann_params)
         result = train(tuning, sim, x_train, y_train, LastTimesteps(task_loss, config.eval_window),
                        config.finetune, out_dir / "checkpoints" / name,
                        regularization=regularization, augment=augment, resume=resume,
@@ -747,16 +756,17 @@ def input_rate_hz(config, x):
     return input_spike_rate_hz(x)
 
 
-def evaluate_stages(model, config, run_dir, x, with_rates=True):
+def evaluate_stages(model, config, run_dir, x, with_rates=True, trained_ann=None):
     """The three models of a finished `run_stages` in ``run_dir`` evaluated on ``x``
     (same keys as `run_stages`, without histories and timings; ``finetune_epochs`` and
     ``finetune_best_epoch`` None if the run's checkpoints are not there; without
     ``with_rates`` the spiking models' ``rates`` are None and their second pass is
-    saved)."""
+    saved).  ``trained_ann``: the ANN parameters the run started from, if not its own."""
     run_dir = Path(run_dir)
+    ann_params = run_dir / "ann" if trained_ann is None else Path(trained_ann)
     name = spiking_settings(config).finetuned_name
     thresholds = load_thresholds(run_dir)
-    converted = spiking_evaluation(model, config, run_dir / "ann", x, thresholds, with_rates=with_rates)
+    converted = spiking_evaluation(model, config, ann_params, x, thresholds, with_rates=with_rates)
     tuned = spiking_evaluation(model, config, run_dir / name, x, thresholds, with_rates=with_rates)
     # how fine-tuning went, from its checkpoint's state (absent if the run was copied
     # without its checkpoints)
@@ -765,7 +775,7 @@ def evaluate_stages(model, config, run_dir, x, with_rates=True):
     return {
         "finetune_epochs": state.get("epoch"),
         "finetune_best_epoch": state.get("best_epoch"),
-        "outputs": {"ann": ann_outputs(model, config, run_dir / "ann", x),
+        "outputs": {"ann": ann_outputs(model, config, ann_params, x),
                     "converted": converted["outputs"], name: tuned["outputs"]},
         "sweeps": {"converted": converted["sweep"], name: tuned["sweep"]},
         "rates": {"converted": converted["rates"], name: tuned["rates"]},

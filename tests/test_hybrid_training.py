@@ -1,6 +1,7 @@
 """Fine-tuning a converted network with hybrid neurons lowers its spiking loss."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import nengo_hybrid as nh
@@ -45,3 +46,32 @@ def test_hybrid_fine_tuning_lowers_the_spiking_loss(data_root):
         after = spiking_mse(spiking_sim, spiking, x, y)
     print(f"spiking MSE before {before:.4f}, after hybrid fine-tuning {after:.4f}")
     assert after < 0.8 * before
+
+
+def hybrid_training_params(x, y, fuse_with_xla, folder):
+    """Parameters after three minibatches of hybrid fine-tuning (rate-regularised, through
+    `nengo_hybrid.stages.train` and its tf.data pipeline) from the same starting weights."""
+    from nengo_hybrid.experiment import seed_everything
+    from nengo_hybrid.stages import TrainSettings, train
+
+    seed_everything(0)
+    model = small_locnet(seed=3)
+    converted = nh.convert(model, "hybrid", synapse=0.005, fuse_with_xla=fuse_with_xla)
+    settings = TrainSettings(learning_rate=0.01, epochs=1, batch_size=8, n_steps=N_STEPS)
+    regularization = nh.RateRegularization(250.0, 0.01, 1.0)
+    with converted.simulator(8, n_steps=N_STEPS, layer_probes=True) as sim:
+        before = [w.numpy().copy() for w in sim.keras_model.trainable_weights]
+        train(converted, sim, x[:24], y[:24], nh.losses.LastTimesteps(tf.losses.mse, 5), settings,
+              folder, regularization=regularization)
+        return before, [w.numpy().copy() for w in sim.keras_model.trainable_weights]
+
+
+@pytest.mark.parametrize("fuse_with_xla", [True, False])
+def test_hybrid_training_twice_gives_bit_identical_parameters(data_root, tmp_path, fuse_with_xla):
+    root = data_root / "caltech101"
+    x, y, _ = load_airplanes(root, size=(16, 24), ids=image_ids(root)[:24], grey=True)
+    start, first = hybrid_training_params(x, y, fuse_with_xla, tmp_path / "first")
+    _, second = hybrid_training_params(x, y, fuse_with_xla, tmp_path / "second")
+    assert any(not np.array_equal(a, b) for a, b in zip(start, first)), "training changed nothing"
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
