@@ -34,6 +34,46 @@ class LastTimesteps(tf.keras.losses.Loss):
         return dict(super().get_config(), loss=tf.keras.losses.serialize(self.loss), n_steps=self.n_steps)
 
 
+class ReadoutWindows(tf.keras.losses.Loss):
+    r"""``loss`` averaged over read-out windows of ``n_steps`` that end at several
+    timesteps of a ``(batch, time, ...)`` output.
+
+    .. math:: L = \frac{1}{K}\sum_{k=1}^{K} \ell\left(y,\ \frac{1}{n}
+              \sum_{t=e_k-n+1}^{e_k} \hat y_t\right)
+
+    A spiking network trained on one window (`LastTimesteps`) can learn to be right in
+    that window while its output is still moving, and be wrong when read later.  With
+    windows ending at :math:`e_1 < \dots < e_K` (the last at the final timestep) it is
+    asked to be right at each, i.e. to have settled by :math:`e_1`.
+
+    Parameters
+    ----------
+    loss : loss
+    n_steps : int
+        Timesteps in each window.
+    ends : sequence of int
+        The timesteps (counted from 1) at which the windows end.
+    """
+
+    def __init__(self, loss, n_steps, ends, name=None):
+        super().__init__(name=name or f"windows_{n_steps}_steps")
+        self.loss = tf.keras.losses.get(loss)
+        self.n_steps = int(n_steps)
+        self.ends = tuple(int(e) for e in ends)
+        if not self.ends or min(self.ends) < self.n_steps:
+            raise ValueError(f"every window must end at or after timestep {self.n_steps}: {self.ends}")
+
+    def call(self, y_true, y_pred):
+        losses = [self.loss(y_true[:, -1:], tf.reduce_mean(y_pred[:, end - self.n_steps:end], axis=1,
+                                                            keepdims=True))
+                  for end in self.ends]
+        return tf.add_n(losses) / len(losses)
+
+    def get_config(self):
+        return dict(super().get_config(), loss=tf.keras.losses.serialize(self.loss), n_steps=self.n_steps,
+                    ends=list(self.ends))
+
+
 class MeanPotential(LastTimesteps):
     r"""Apply ``loss`` to a non-spiking output layer's membrane potential averaged over
     all ``n_steps`` timesteps.

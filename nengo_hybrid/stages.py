@@ -26,7 +26,7 @@ from nengo_hybrid.atomic import json_default, replacing, write_json
 from nengo_hybrid.balancing import apply_thresholds, balance_thresholds
 from nengo_hybrid.encoding import draw_seed
 from nengo_hybrid.families import convert, get_family
-from nengo_hybrid.losses import LastTimesteps, SliceDiceError
+from nengo_hybrid.losses import LastTimesteps, ReadoutWindows, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
 from nengo_hybrid.simulation import iterate_predictions, predict
@@ -669,7 +669,7 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     3. fine-tuned SNN (named ``config.spiking.finetuned_name``, "hybrid" by default):
        ``config.spiking.finetuned_family`` from the ANN's parameters and the same
        thresholds, trained under ``config.finetune`` on the output's mean over its
-       last ``config.eval_window`` timesteps (where the spiking models are read);
+       last ``config.eval_window`` timesteps (`finetuning_loss`);
        saved as ``out_dir/<name>.npz``.
 
     Every spiking model sees the input coded by ``config.spiking.encoding``.  Every
@@ -723,7 +723,7 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     with tuning.simulator(config.finetune.batch_size, n_steps=config.finetune.n_steps,
                           layer_probes=probes) as sim:
         sim.load_params(ann_params)
-        result = train(tuning, sim, x_train, y_train, LastTimesteps(task_loss, config.eval_window),
+        result = train(tuning, sim, x_train, y_train, finetuning_loss(config, task_loss),
                        config.finetune, out_dir / "checkpoints" / name,
                        regularization=regularization, augment=augment, resume=resume,
                        label=name, groups=groups, encoding=settings.encoding)
@@ -746,6 +746,17 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
         "thresholds": thresholds,
         "input_rate_hz": input_rate_hz(config, x_test),
     }
+
+
+def finetuning_loss(config, task_loss):
+    """The fine-tuned SNN's loss: ``task_loss`` on the output's mean over its last
+    ``config.eval_window`` timesteps (where the spiking models are read) or, if the
+    config names ``finetune_window_ends``, averaged over windows of that length ending
+    at each of them (`ReadoutWindows`: an output that holds once settled)."""
+    ends = getattr(config, "finetune_window_ends", None)
+    if ends:
+        return ReadoutWindows(task_loss, config.eval_window, ends)
+    return LastTimesteps(task_loss, config.eval_window)
 
 
 def input_rate_hz(config, x):

@@ -57,6 +57,7 @@ def hybrid_training_params(x, y, fuse_with_xla, folder):
     seed_everything(0)
     model = small_locnet(seed=3)
     converted = nh.convert(model, "hybrid", synapse=0.005, fuse_with_xla=fuse_with_xla)
+    assert all(e.neuron_type.fuse_with_xla is fuse_with_xla for e in converted.net.all_ensembles)
     settings = TrainSettings(learning_rate=0.01, epochs=1, batch_size=8, n_steps=N_STEPS)
     regularization = nh.RateRegularization(250.0, 0.01, 1.0)
     with converted.simulator(8, n_steps=N_STEPS, layer_probes=True) as sim:

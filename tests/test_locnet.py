@@ -53,6 +53,10 @@ def test_table1_has_the_floor_and_three_models(quick_run):
 def test_run_writes_configuration_split_versions_and_figures(quick_run):
     config = json.loads((quick_run / "config.json").read_text())
     assert config["seed"] == 0 and config["finetune"]["n_steps"] == 30 and config["flip"] == 0.5
+    # the hybrid stage's fast path is part of the recorded configuration
+    assert config["spiking"]["fuse_with_xla"] is True and config["standardise_targets"] is True
+    targets = json.loads((quick_run / "targets.json").read_text())
+    assert targets["mean"] == pytest.approx(json.loads((quick_run / "floor_box.json").read_text()))
     split = json.loads((quick_run / "split.json").read_text())
     assert split["train"] and split["test"] and not set(split["train"]) & set(split["test"])
     assert json.loads((quick_run / "versions.json").read_text())["nengo_dl"] == "3.6.0"
@@ -60,13 +64,16 @@ def test_run_writes_configuration_split_versions_and_figures(quick_run):
         assert (quick_run / name).stat().st_size > 5000, name
 
 
-def test_a_killed_run_resumes_to_the_same_numbers(quick_run, data_root, tmp_path):
+@pytest.mark.parametrize("stage", ["ann", "hybrid"])
+def test_a_killed_run_resumes_to_the_same_numbers(quick_run, data_root, tmp_path, stage):
+    """Killed after an epoch of its ANN, or of its hybrid fine-tuning (the XLA-fused
+    spiking step), a run resumes to the uninterrupted run's table, bit for bit."""
     out = tmp_path / "killed"
     process = locnet("run", "--profile", "quick", "--out", str(out), data=data_root, wait=False)
-    state = out / "checkpoints" / "ann" / "state.json"
+    state = out / "checkpoints" / stage / "state.json"
     deadline = time.time() + 600
     while time.time() < deadline:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= (2 if stage == "ann" else 1):
             break
         assert process.poll() is None, "the run ended before it could be killed"
         time.sleep(0.05)
@@ -75,7 +82,7 @@ def test_a_killed_run_resumes_to_the_same_numbers(quick_run, data_root, tmp_path
     assert not (out / "table1.json").exists()
 
     resumed = locnet("run", "--profile", "quick", "--out", str(out), "--resume", data=data_root)
-    assert "resumed after epoch" in resumed.stdout
+    assert f"[{stage}] resumed after epoch" in resumed.stdout
     expected = json.loads((quick_run / "table1.json").read_text())
     assert json.loads((out / "table1.json").read_text()) == expected
 

@@ -298,3 +298,24 @@ def test_mean_std_leaves_out_excluded_slices():
     assert summary["n"] == 3
     np.testing.assert_allclose([summary["mean"], summary["std"]], [0.5, np.std([1, 0.5, 0])])
     assert mean_std([np.nan])["n"] == 0
+
+
+def test_readout_windows_average_the_loss_of_each_window():
+    from nengo_hybrid.losses import ReadoutWindows
+
+    rng = np.random.RandomState(0)
+    y_pred = rng.normal(size=(3, 12, 4)).astype(np.float32)
+    y_true = np.repeat(rng.normal(size=(3, 1, 4)).astype(np.float32), 12, axis=1)
+
+    def window_mse(end, n):
+        mean = y_pred[:, end - n:end].mean(axis=1)
+        return np.mean((mean - y_true[:, -1]) ** 2)
+
+    loss = ReadoutWindows("mse", 4, (6, 9, 12))
+    expected = np.mean([window_mse(6, 4), window_mse(9, 4), window_mse(12, 4)])
+    assert float(loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+    # one window at the end is LastTimesteps
+    assert float(ReadoutWindows("mse", 4, (12,))(y_true, y_pred)) == pytest.approx(
+        float(LastTimesteps("mse", 4)(y_true, y_pred)), rel=1e-6)
+    with pytest.raises(ValueError, match="at or after timestep 4"):
+        ReadoutWindows("mse", 4, (3, 12))
