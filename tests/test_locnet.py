@@ -15,6 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "locnet.py"
 FIGURES = ["boxes.png", "firing_rates.png", "training_curves.png", "iou_vs_timesteps.png"]
+# one worker builds the quick run all these tests read (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("locnet_quick_run")
 
 
 def locnet(*args, data, wait=True):
