@@ -38,7 +38,8 @@ from typing import Optional
 
 from data_prep.hippocampus import split_subjects
 from nengo_hybrid import report, segmentation
-from nengo_hybrid.experiment import ExperimentRun, describe_training, finetuning_record
+from nengo_hybrid.budgets import budget_records, budget_sweeps
+from nengo_hybrid.experiment import ExperimentRun, describe_training
 from nengo_hybrid.losses import BCEDice
 from nengo_hybrid.models.cae import build_cae
 from nengo_hybrid.seeds import SeedsTable
@@ -174,8 +175,7 @@ def run(config, images, labels, out_dir, resume=False):
                            prefix="short_", config=config.short_budget(), groups=train.subject_ids,
                            trained_ann=run.out_dir / "ann")
     with run.timed("report_s"):
-        records = write_report(run.out_dir, model, config, test, prior, results, finetuning_record(results),
-                               short)
+        records = write_report(run.out_dir, model, config, test, prior, results, short)
     run.finish("table2")
     return records
 
@@ -210,56 +210,51 @@ Table 2 (the CAE on MSD Task04 hippocampus): Dice on each seed's own test subjec
 floor, is each split's training-mask frequency. Paper (ADNI right-hippocampus crops, 2D Dice): ANN
 0.8221; converted 0.4859 at 708.2 Hz; hybrid 0.7648 at 731.4 Hz.""")
 
-COLUMNS = ([("model", "model"), ("budget", "budget"), ("timesteps", "timesteps")] + segmentation.DICE_COLUMNS + segmentation.ACTIVITY_COLUMNS
+COLUMNS = ([("model", "model"), ("budget", "budget"), ("timesteps", "timesteps")] + segmentation.DICE_COLUMNS
+           + segmentation.ACTIVITY_COLUMNS
            + [("paper_dice", "paper Dice"), ("diff_vs_paper", "ours − paper"),
               ("paper_firing_rate_hz", "paper rate (Hz)")])
 
 
-def write_report(out_dir, model, config, slices, prior, results, finetuning=None, short=None):
+def write_report(out_dir, model, config, slices, prior, results, short=None):
     """Table 2 (with labels), Figure 3's masks, firing rates, training curves and Dice
     against timesteps of one run's ``results`` on ``slices``; returns the records.
 
-    ``short``: the results of the short budget (`CAEConfig.short_budget`): its converted
-    and hybrid SNNs become two more records (``budget`` "short"), after the long
-    budget's (``budget`` "long"); the ANN and the floor have no budget."""
+    ``short``: the results of the short budget (`CAEConfig.short_budget`), whose
+    converted and hybrid SNNs become two more records (`nengo_hybrid.budgets`)."""
     shape = slices.images.shape[1:3]
     floor = None if slices.masks is None else segmentation.atlas_slices(prior, slices, config.atlas_threshold)
+    budgets = [("long", config, results)] + ([] if short is None else [("short", config.short_budget(), short)])
     masks = segmentation.model_masks(results, shape, floor)
-    report.firing_rate_bars(results["rates"], out_dir / "firing_rates.png",
-                            "CAE: average firing rate per layer")
-    if results.get("histories"):  # an evaluation trains nothing
-        report.training_curves(results["histories"], out_dir / "training_curves.png")
-    segmentation.mask_figure(out_dir / "figure3_masks.png", slices,
-                             {m: v for m, v in masks.items() if m != FLOOR}, config.figure_slices,
-                             config.threshold)
+    segmentation.run_figures(out_dir, "CAE", config, slices, masks, results, "figure3_masks.png",
+                             budget_sweeps(budgets))
     if slices.masks is None:  # no labels: the masks, no scores
         return None
-    records = segmentation.score_records(model, config, slices, masks, results, config.eval_steps)
-    records[-1].update(finetuning or {})
-    for record in records:
-        spiking = record["model"] in results["rates"]
-        record.update(budget="long" if spiking else None, timesteps=config.eval_steps if spiking else None)
-    if short is not None:
-        short_config = config.short_budget()
-        spiking = {name: out for name, out in short["outputs"].items() if name in short["rates"]}
-        short_records = segmentation.score_records(
-            model, short_config, slices, segmentation.model_masks({"outputs": spiking}, shape), short,
-            short_config.eval_steps)
-        short_records[-1].update(finetuning_record(short))
-        for record in short_records:
-            record.update(budget="short", timesteps=short_config.eval_steps)
-        records += short_records
+
+    def score(budget_config, budget_results, main):
+        budget_masks = masks if main else segmentation.model_masks(budget_results, shape)
+        return segmentation.score_records(model, budget_config, slices, budget_masks, budget_results,
+                                          budget_config.eval_steps)
+
+    records = budget_records(score, budgets)
     report.compare_with_floor_and_paper(records, FLOOR, segmentation.GAINS, PAPER, "paper_dice",
                                         compared="dice_2d_on_target", paper_rates=PAPER_RATES)
-    long_hybrid = next(r for r in records if r["model"] == "hybrid")
+    report.write_table(out_dir, "table2", records, COLUMNS, caption(config, slices, records, short is not None))
+    return records
+
+
+def caption(config, slices, records, short):
+    """Table 2's caption: the run's data, neurons, read-out, training and the paper."""
+    hybrids = [r for r in records if r["model"] == "hybrid"]
     short_words = ""
-    if short is not None:
+    if short:
         short_words = SHORT_CAPTION.format(
             steps=config.short_steps, window=config.short_window, hybrid=describe_training(config.short_finetune),
-            done=records[-1].get("epochs", "–"), best=records[-1].get("best_epoch", "–"))
+            done=hybrids[-1].get("epochs", "–"), best=hybrids[-1].get("best_epoch", "–"))
     rate_slices = len(slices) if config.rate_examples is None else min(config.rate_examples, len(slices))
     n_rate_subjects = len(set(slices.subject_ids[:rate_slices]))
-    report.write_table(out_dir, "table2", records, COLUMNS, CAPTION.format(
+    shape = slices.images.shape[1:3]
+    return CAPTION.format(
         n_test=len(slices.subjects), n_slices=len(slices), shape="x".join(map(str, shape)),
         axis=slices.axis, size="x".join(map(str, slices.size)),
         dice=segmentation.DICE_CAPTION.format(threshold=config.threshold,
@@ -270,14 +265,7 @@ def write_report(out_dir, model, config, slices, prior, results, finetuning=None
         rate_slices=f"the first {rate_slices} test slices ({n_rate_subjects} of the {len(slices.subjects)} subjects)",
         hybrid=describe_training(config.finetune),
         hybrid_examples=config.finetune.examples_per_epoch or "all",
-        hybrid_done=long_hybrid.get("epochs", "–"), hybrid_best=long_hybrid.get("best_epoch", "–")))
-    sweeps = dict(results["sweeps"])
-    if short is not None:
-        sweeps[f"hybrid ({config.short_steps} steps)"] = short["sweeps"]["hybrid"]
-    report.metric_vs_timesteps(segmentation.dice_sweep(sweeps, shape, slices, config.threshold),
-                               out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)",
-                               floor=records[0]["dice_2d"], title="CAE spiking Dice against timesteps")
-    return records
+        hybrid_done=hybrids[0].get("epochs", "–"), hybrid_best=hybrids[0].get("best_epoch", "–"))
 
 
 def evaluate(checkpoint, images, labels, out_dir, mask_model="hybrid"):
@@ -298,8 +286,7 @@ def evaluate(checkpoint, images, labels, out_dir, mask_model="hybrid"):
         slices, predicted > config.threshold, out_dir, mask_model,
         extra={"images": str(images), "labels": None if labels is None else str(labels),
                "firing_rate_hz": {m: r["network"] for m, r in results["rates"].items()}})
-    records = write_report(out_dir, model, config, slices, segmentation.load_atlas(checkpoint), results,
-                           finetuning_record(results), short)
+    records = write_report(out_dir, model, config, slices, segmentation.load_atlas(checkpoint), results, short)
     if records is not None:
         print((out_dir / "table2.md").read_text())
     print(f"{len(written)} masks ({mask_model}) in {out_dir / 'masks'}")

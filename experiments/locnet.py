@@ -24,19 +24,18 @@ from typing import Optional
 import numpy as np
 
 from data_prep.caltech101 import image_ids, load_airplanes, split_ids
-from nengo_hybrid import metrics, report, seeds
-from nengo_hybrid.augment import BoxAugmentation
+from nengo_hybrid import localisation, report, seeds
+from nengo_hybrid.augment import BoxAugmentation, PixelOffset
 from nengo_hybrid.models.locnet import build_locnet
 from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, resolve_run
 from nengo_hybrid.atomic import write_json
-from nengo_hybrid.experiment import ExperimentRun, finetuning_record
+from nengo_hybrid.experiment import ExperimentRun
 from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages
 from nengo_hybrid.targets import StandardisedTargets
 from nengo_hybrid.losses import StandardisedBoxLoss
 
 PAPER = {"ann": 0.8945, "converted": 0.7431, "hybrid": 0.8253}
 PAPER_RATES = {"ann": None, "converted": 174.5583, "hybrid": 137.5238}
-FLOOR = "mean_box"
 
 
 @dataclass(frozen=True)
@@ -157,33 +156,6 @@ def make_model(config, input_shape):
                         zero_output=config.zero_output, init_scale=config.init_scale)
 
 
-class PixelOffset:
-    """An image augmentation (``augment(x, y, rng)``) applied to images whose pixels
-    were shifted by ``-offset`` (its crops resize the images as they were read)."""
-
-    def __init__(self, augment, offset):
-        self.augment, self.offset = augment, np.float32(offset)
-
-    def __call__(self, x, y, rng):
-        x, y = self.augment(x + self.offset, y, rng)
-        return x - self.offset, y
-
-
-def box_targets(config, y_train):
-    """The map to the targets the networks learn: standardised boxes, or the boxes
-    themselves (an identity map) without ``config.standardise_targets``."""
-    if config.standardise_targets:
-        return StandardisedTargets.fit(y_train)
-    return StandardisedTargets(np.zeros(4), np.ones(4))
-
-
-def boxes_of(targets, results):
-    """`run_stages` results with every output and sweep mapped back to boxes."""
-    return dict(results, outputs={name: targets.restore(z) for name, z in results["outputs"].items()},
-                sweeps={name: {t: targets.restore(z) for t, z in sweep.items()}
-                        for name, sweep in results["sweeps"].items()})
-
-
 def run(config, root, out_dir, resume=False):
     run = ExperimentRun(config, out_dir, resume)
     with run.timed("load_s"):
@@ -191,38 +163,31 @@ def run(config, root, out_dir, resume=False):
     print(f"{len(x_train)} training and {len(x_test)} test airplanes of {x_train.shape[1:]}", flush=True)
     run.write("split.json", {"seed": config.seed, "train": train_ids, "test": test_ids})
 
-    targets = box_targets(config, y_train)
+    # the boxes as offsets from the training mean box in units of each corner's spread
+    targets = StandardisedTargets.fit(y_train) if config.standardise_targets else StandardisedTargets.identity(4)
     run.write("targets.json", targets.to_json())
     model = make_model(config, x_train.shape[1:])
+    # the augmentation sees the pixels and boxes as they were read
     augment = targets.augmentation(PixelOffset(config.augmentation(), config.pixel_offset))
     loss = StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight)
     results = run.stages(model, x_train, targets.standardise(y_train), x_test, loss,
                          regularization=config.regularization(), augment=augment)
-    results = boxes_of(targets, results)
+    results = targets.restore_results(results)
     floor_box = y_train.mean(axis=0)
     run.write("floor_box.json", floor_box)
     with run.timed("report_s"):
-        records = table(model, config, y_test, floor_box, results)
-        write_report(run.out_dir, config, records, x_test, y_test, results, results["histories"])
+        records = write_report(run.out_dir, model, config, x_test, y_test, floor_box, results)
     run.finish("table1")
     return records
 
 
-def table(model, config, y_test, floor_box, results):
-    """Table 1's records: the floor, then ANN, converted and hybrid."""
-    floor_iou = metrics.box_iou(np.tile(floor_box, (len(y_test), 1)), y_test)
-    records = [{"model": FLOOR, "iou": float(floor_iou.mean()),
-                "frac_iou_ge_0.9": float((floor_iou >= 0.9).mean()), "firing_rate_hz": None,
-                "synaptic_ops": None}]
-    for name, boxes in results["outputs"].items():
-        iou = metrics.box_iou(boxes, y_test)
-        record = {"model": name, "iou": float(iou.mean()), "frac_iou_ge_0.9": float((iou >= 0.9).mean())}
-        record.update(report.activity_columns(model, results["rates"], name, config.eval_steps))
-        records.append(record)
-    report.compare_with_floor_and_paper(records, FLOOR, {"iou": "gain_over_floor"}, PAPER, "paper_iou",
-                                        compared="iou", paper_rates=PAPER_RATES)
-    records[-1].update(finetuning_record(results))
+def write_report(out_dir, model, config, images, boxes, floor_box, results):
+    """Table 1 and its figures (`nengo_hybrid.localisation`); returns the records."""
+    records = localisation.table_records(model, results, boxes, floor_box, config.eval_steps, PAPER, PAPER_RATES)
+    localisation.write_report(out_dir, "table1", records, images, boxes, results, CAPTION.format(
+        test_n=len(boxes), steps=config.eval_steps, window=config.eval_window))
     return records
+
 
 CAPTION = """\
 Mean IoU on the seeded {test_n}-image test split. `mean_box` is the floor: the training split's
@@ -244,32 +209,6 @@ floor, is each split's mean training box. Paper: ANN 0.8945; converted 0.7431 at
 0.8253 at 137.5 Hz.""")
 
 
-def write_report(out_dir, config, records, x_test, y_test, results, histories):
-    predictions, rates = results["outputs"], results["rates"]
-    columns = [("model", "model"), ("iou", "mean IoU"), ("gain_over_floor", "gain over floor"),
-               ("frac_iou_ge_0.9", "IoU ≥ 0.9"), ("firing_rate_hz", "rate (Hz)"),
-               ("synaptic_ops", "synops/img"), ("ann_macs", "ANN MACs/img"),
-               ("energy_j_loihi", "SNN J/img (Loihi)"), ("energy_j_ann_gpu", "ANN J/img (GPU)"),
-               ("paper_iou", "paper IoU"), ("diff_vs_paper", "ours − paper"),
-               ("paper_firing_rate_hz", "paper rate (Hz)")]
-    report.write_table(out_dir, "table1", records, columns, CAPTION.format(
-        test_n=len(y_test), steps=config.eval_steps, window=config.eval_window))
-    ious = {name: metrics.box_iou(boxes, y_test) for name, boxes in predictions.items()}
-    shown = np.arange(min(12, len(x_test)))
-    report.box_grid(x_test[shown], y_test[shown], {m: b[shown] for m, b in predictions.items()},
-                    out_dir / "boxes.png", ious={m: v[shown] for m, v in ious.items()})
-    report.firing_rate_bars(rates, out_dir / "firing_rates.png", "LocNet: average firing rate per layer")
-    if histories:  # an evaluation trains nothing
-        report.training_curves(histories, out_dir / "training_curves.png")
-    floor = next(r["iou"] for r in records if r["model"] == FLOOR)
-    sweeps = {model: (config.steps_sweep, [float(metrics.box_iou(outputs[t], y_test).mean())
-                                           for t in config.steps_sweep])
-              for model, outputs in results["sweeps"].items()}
-    report.metric_vs_timesteps(sweeps,
-                               out_dir / "iou_vs_timesteps.png", "mean IoU", floor=floor,
-                               title="LocNet spiking IoU against timesteps")
-
-
 def evaluate(checkpoint, root, out_dir):
     """Evaluate a trained run (its ``config.json`` and ``hybrid``/``ann`` parameters) on
     every airplane in ``root`` (any folder in the official layout)."""
@@ -279,11 +218,10 @@ def evaluate(checkpoint, root, out_dir):
     targets = StandardisedTargets.from_json(json.loads((checkpoint / "targets.json").read_text()))
     x, y, ids = load_images(config, root)
     model = make_model(config, x.shape[1:])
-    results = boxes_of(targets, evaluate_stages(model, config, checkpoint, x))
-    records = table(model, config, y, floor_box, results)
+    results = targets.restore_results(evaluate_stages(model, config, checkpoint, x))
     out_dir = Path(out_dir)
     write_json(out_dir / "evaluated_ids.json", {"root": str(root), "ids": ids})
-    write_report(out_dir, config, records, x, y, results, {})
+    records = write_report(out_dir, model, config, x, y, floor_box, results)
     print((out_dir / "table1.md").read_text())
     return records
 

@@ -61,3 +61,16 @@ class BoxAugmentation:
         origin = np.concatenate([offset, offset], axis=1)
         moved = np.clip((boxes - origin) / size[:, None], 0, 1).astype(boxes.dtype)
         return cropped, moved
+
+
+class PixelOffset:
+    """An augmentation ``augment(x, y, rng)`` applied to images whose pixels were
+    shifted by :math:`-c` (e.g. centred on zero): it sees :math:`x + c`, the pixels as
+    they were read (its crops resize them), and returns its images shifted back."""
+
+    def __init__(self, augment, offset):
+        self.augment, self.offset = augment, np.float32(offset)
+
+    def __call__(self, x, y, rng):
+        x, y = self.augment(x + self.offset, y, rng)
+        return x - self.offset, y

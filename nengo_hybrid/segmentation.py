@@ -199,6 +199,27 @@ def dice_sweep(sweeps, shape, slices, threshold=0.5):
             for model, outputs in sweeps.items()}
 
 
+def run_figures(out_dir, title, config, slices, masks, results, masks_file, sweeps=None):
+    """The figures of one segmentation run on ``slices``: firing rates per layer, the
+    training curves (a run that trained), the masks figure of ``masks`` (`model_masks`;
+    the floor's are left out) and, with ``sweeps`` (``{model: {T: outputs}}``) and
+    labels, 2D Dice against timesteps with the floor's (``masks[FLOOR]``) marked."""
+    out_dir = Path(out_dir)
+    report.firing_rate_bars(results["rates"], out_dir / "firing_rates.png",
+                            f"{title}: average firing rate per layer")
+    if results.get("histories"):  # an evaluation trains nothing
+        report.training_curves(results["histories"], out_dir / "training_curves.png")
+    mask_figure(out_dir / masks_file, slices, {m: v for m, v in masks.items() if m != FLOOR},
+                config.figure_slices, config.threshold)
+    if sweeps is None or slices.masks is None:
+        return
+    shape = slices.images.shape[1:3]
+    floor = scores(masks[FLOOR], slices, config.threshold)["dice_2d"] if FLOOR in masks else None
+    report.metric_vs_timesteps(dice_sweep(sweeps, shape, slices, config.threshold),
+                               out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)", floor=floor,
+                               title=f"{title} spiking Dice against timesteps")
+
+
 def write_masks(slices, predicted, out_dir, model_name, extra=None):
     """Write each subject's binary ``predicted`` masks ``(n, H, W)`` as
     ``out_dir/masks/<subject>.nii.gz`` in the grid of its image, and

@@ -41,6 +41,12 @@ class StandardisedTargets:
         return cls(y.mean(axis=0), spread)
 
     @classmethod
+    def identity(cls, d):
+        """The map that leaves ``d``-dimensional targets as they are (:math:`\\mu = 0`,
+        :math:`s = 1`)."""
+        return cls(np.zeros(d), np.ones(d))
+
+    @classmethod
     def from_json(cls, data):
         return cls(np.asarray(data["mean"]), np.asarray(data["spread"]))
 
@@ -66,3 +72,10 @@ class StandardisedTargets:
             return x, self.standardise(y)
 
         return standardised_augment
+
+    def restore_results(self, results):
+        """`nengo_hybrid.stages.run_stages` (or ``evaluate_stages``) results with every
+        output and every output of a timestep sweep restored (`restore`)."""
+        return dict(results, outputs={name: self.restore(z) for name, z in results["outputs"].items()},
+                    sweeps={name: {t: self.restore(z) for t, z in sweep.items()}
+                            for name, sweep in results["sweeps"].items()})

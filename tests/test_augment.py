@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nengo_hybrid.augment import BoxAugmentation, mirror_boxes
+from nengo_hybrid.augment import BoxAugmentation, PixelOffset, mirror_boxes
 
 
 def painted(boxes, shape=(48, 72)):
@@ -47,3 +47,18 @@ def test_same_generator_state_same_augmentation():
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.array_equal(first[1], other[1])
+
+
+def test_pixel_offset_augments_the_pixels_as_read_and_shifts_them_back():
+    boxes = np.array([[0.2, 0.1, 0.7, 0.5], [0.3, 0.4, 0.9, 0.8]], dtype=np.float32)
+    images = painted(boxes)
+    seen = []
+
+    def augment(x, y, rng):
+        seen.append(x.copy())
+        return x * 2, y[:, ::-1]
+
+    x, y = PixelOffset(augment, 0.5)(images - 0.5, boxes, np.random.RandomState(0))
+    np.testing.assert_array_equal(seen[0], images)  # the augmentation saw the pixels as read
+    np.testing.assert_array_equal(x, images * 2 - 0.5)
+    np.testing.assert_array_equal(y, boxes[:, ::-1])

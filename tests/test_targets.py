@@ -45,3 +45,24 @@ def test_augmentation_mirrors_the_raw_box_of_a_standardised_target():
     np.testing.assert_allclose(targets.restore(z_aug), mirror_boxes(y), atol=1e-6)
     assert not np.allclose(z_aug, -targets.standardise(y)[:, [0, 3, 2, 1]], atol=1e-3)
     assert targets.augmentation(None) is None
+
+
+def test_identity_targets_leave_boxes_as_they_are():
+    y = boxes()
+    identity = StandardisedTargets.identity(4)
+    np.testing.assert_array_equal(identity.standardise(y), y)
+    np.testing.assert_array_equal(identity.restore(y), y)
+
+
+def test_restored_results_map_every_output_and_sweep_back_to_boxes():
+    y = boxes(6)
+    targets = StandardisedTargets.fit(boxes(40, seed=1))
+    z = targets.standardise(y)
+    results = {"outputs": {"ann": z, "hybrid": z[::-1]}, "sweeps": {"hybrid": {20: z, 60: 2 * z}},
+               "rates": {"hybrid": {"network": 10.0}}}
+    restored = targets.restore_results(results)
+    np.testing.assert_allclose(restored["outputs"]["ann"], y, atol=1e-6)
+    np.testing.assert_allclose(restored["outputs"]["hybrid"], y[::-1], atol=1e-6)
+    np.testing.assert_allclose(restored["sweeps"]["hybrid"][60], targets.restore(2 * z), atol=1e-6)
+    assert restored["rates"] is results["rates"]  # everything else passes through
+    assert results["outputs"]["ann"] is z  # the input is not changed
