@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 DATA ?= $(or $(NENGO_HYBRID_DATA),./data)
 DATA_ABS := $(abspath $(DATA))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# oneDNN's kernels, which TensorFlow 2.12 leaves off on CPUs without AVX-512 (see nengo_hybrid/__init__.py)
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 export NENGO_HYBRID_DATA := $(DATA_ABS)
 # the experiment profile: paper (the paper's protocol) or quick (minutes)
 PROFILE ?= paper
