@@ -104,8 +104,10 @@ PROFILES = {
         replace(UNET_CPU, losses=("bce_dice",),
                 ann=replace(UNET_CPU.ann, epochs=8),
                 finetune=replace(UNET_CPU.finetune, epochs=2),
-                departures=UNET_CPU.departures.replace("for at most 16 epochs", "for at most 8 epochs")
-                .replace("for at most 3 epochs", "for at most 2 epochs") + "; BCE-Dice loss only")),
+                departures=UNET_CPU.departures
+                .replace(f"for at most {UNET_CPU.ann.epochs} epochs", "for at most 8 epochs")
+                .replace(f"for at most {UNET_CPU.finetune.epochs} epochs", "for at most 2 epochs")
+                + "; BCE-Dice loss only")),
     "quick": BinaryTernaryConfig(
         replace(PAPER_VGG, size=(16, 16), filters=(4, 8, 8), dense=(16, 16), seeds=(0, 1), max_train=480,
                 max_test=200,
