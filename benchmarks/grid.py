@@ -22,7 +22,6 @@ Writes ``results/benchmarks/grid.json``.
 import argparse
 import heapq
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nengo_hybrid.atomic import write_json  # noqa: E402
+from nengo_hybrid.report import cpu  # noqa: E402
 
 LOSSES = ("bce", "dice", "bce_dice")
 PAPER_FOLDS = 5
@@ -106,9 +106,9 @@ def main(argv=None):
     durations = [per_loss[loss] for loss in per_loss for _ in range(PAPER_FOLDS)]
     projection = {workers: makespan(durations, workers) for workers in WORKERS}
 
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor())
-    print(f"machine: {cpu_model}, {os.cpu_count()} cores")
+    machine = cpu()
+    print(f"machine: {machine['model']} (family {machine['family']}, model {machine['model_number']}), "
+          f"{machine['cores']} cores")
     print(f"quick grid ({len(quick_cells)} cells): local {walls['local']:.1f} s, ray {walls['ray']:.1f} s "
           f"(ray / local = {walls['ray'] / walls['local']:.2f}); tables bit-identical: {identical}")
     if mean_cpu_cell:
@@ -121,7 +121,7 @@ def main(argv=None):
         print(f"| {workers} | {seconds / 3600:.2f} |")
     print(f"(the longest cell, the critical path: {max(durations) / 3600:.2f} h)")
     write_json(args.out, {
-        "machine": {"cpu": cpu_model, "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": machine, "platform": platform.platform()},
         "quick_grid": {"cells": quick_cells, "wall_s": walls, "ray_over_local": walls["ray"] / walls["local"],
                        "tables_identical": identical, "ray_overhead_per_cell_s": overhead},
         "cpu_cell_s": cpu_cells, "ray_overhead_fraction_of_cpu_cell":

@@ -89,7 +89,7 @@ import numpy as np
 import tensorflow as tf
 
 from nengo_hybrid.models.unet import build_unet
-from nengo_hybrid.report import versions
+from nengo_hybrid.report import cpu, versions
 from nengo_hybrid.atomic import write_json
 from step_timing import timed_run  # noqa: E402  (beside this script; shared with the peer)
 
@@ -474,17 +474,6 @@ def line_fit(steps, values):
             "r2": 1 - ss_res / ss_tot}
 
 
-def cpu_model():
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in text.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def fmt_ms(result):
     if result is None:
         return f"{'-':>17}"
@@ -549,10 +538,12 @@ def main(argv=None):
                     if a in shown and b in shown]
 
     floor_bytes = stored_bytes_per_step(model, args.batch)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; GPU: "
+    machine = cpu()
+    print(f"CPU: {machine['model']} (family {machine['family']}, model {machine['model_number']}), "
+          f"{machine['cores']} cores, oneDNN {machine['onednn']}; GPU: "
           f"{bool(tf.config.list_physical_devices('GPU'))}; {platform.platform()}")
     vers = versions()
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k != "machine"))
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k not in ("machine", "cpu")))
     if unet:
         layout = (f"U-Net filters {spec['filters']} (build_unet, dropout 0), "
                   f"{len(spiking)} spiking layers {spiking}, linear output {model.output_names[0]}")
@@ -716,8 +707,7 @@ def main(argv=None):
         "thresholds": dict(zip(spiking, thresholds.tolist())),
         "lr": args.lr,
         "firing": rates,
-        "cpu": cpu_model(),
-        "cpu_cores": os.cpu_count(),
+        "cpu": machine,
         "gpu": bool(tf.config.list_physical_devices("GPU")),
         "machine": platform.platform(),
         "versions": vers,

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import platform
 from pathlib import Path
 
@@ -21,8 +22,27 @@ def save_figure(fig, path):
     plt.close(fig)
 
 
+def cpu():
+    """The CPU a result was measured on: model name (as ``lscpu`` prints it), cores, whether
+    it has AVX-512 VNNI (without it TensorFlow 2.12 leaves oneDNN's kernels off unless
+    ``TF_ENABLE_ONEDNN_OPTS=1``, which this package sets) and that setting.  Machines of
+    one type differ up to 3x in speed: a timing means little without this.  The family
+    and model numbers tell apart CPUs that share a name ("AMD EPYC")."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first core's
+    except OSError:  # not Linux
+        pass
+    return {"model": fields.get("model name", platform.processor() or "unknown"),
+            "family": fields.get("cpu family"), "model_number": fields.get("model"),
+            "cores": os.cpu_count(), "avx512_vnni": "avx512_vnni" in fields.get("flags", "").split(),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
+
+
 def versions():
-    """Versions of the packages a result depends on."""
+    """Versions of the packages a result depends on, and the CPU it ran on."""
     import keras_spiking
     import nengo
     import nengo_dl
@@ -36,6 +56,7 @@ def versions():
         "keras_spiking": keras_spiking.__version__,
         "numpy": np.__version__,
         "machine": platform.platform(),
+        "cpu": cpu(),
     }
 
 
@@ -295,14 +316,15 @@ def mask_grid(images, truths, probabilities, path, scores=None, row_titles=None)
 def write_benchmark(path, profile, timings, budget_s):
     """Print seconds per stage (one row each) against a time budget and write them,
     with the machine and versions, as JSON to ``path``; returns the record."""
-    import os
-
     print()
     for stage, seconds in timings.items():
         print(f"{stage:>18}: {seconds:8.1f} s")
     print(f"{'total / budget':>18}: {timings['total_s'] / budget_s:8.2f}")
+    machine = cpu()
+    print(f"{'CPU':>18}: {machine['model']} (family {machine['family']}, model {machine['model_number']}), "
+          f"{machine['cores']} cores, oneDNN {machine['onednn']}")
     record = {"profile": profile, "timings_s": timings, "budget_s": budget_s,
               "fraction_of_budget": timings["total_s"] / budget_s,
-              "cpu_cores": os.cpu_count(), "machine": platform.platform(), "versions": versions()}
+              "cpu": machine, "machine": platform.platform(), "versions": versions()}
     write_json(path, record)
     return record

@@ -1,4 +1,4 @@
-"""Package-level behaviour: quiet imports, the data directory setting."""
+"""Package-level behaviour: quiet imports, the data directory setting, the CPU a result records."""
 
 import os
 import subprocess
@@ -33,3 +33,19 @@ def test_data_dir_flag_beats_environment_beats_default(monkeypatch):
     monkeypatch.setenv(DATA_ENV, "/somewhere/else")
     assert data_dir() == Path("/somewhere/else")
     assert data_dir("/from/flag") == Path("/from/flag")
+
+
+def test_results_record_the_cpu_as_lscpu_names_it_and_the_onednn_setting():
+    from nengo_hybrid.report import cpu, versions
+
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    recorded = versions()["cpu"]
+    assert recorded == cpu()
+    assert recorded["model"] == fields["Model name"]
+    assert recorded["family"] == fields["CPU family"] and recorded["model_number"] == fields["Model"]
+    assert recorded["cores"] == int(fields["CPU(s)"])
+    assert recorded["avx512_vnni"] == ("avx512_vnni" in fields.get("Flags", "").split())
+    # importing the package sets oneDNN's switch (on, unless the user said otherwise)
+    assert recorded["onednn"] == os.environ["TF_ENABLE_ONEDNN_OPTS"]
