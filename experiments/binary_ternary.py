@@ -103,10 +103,11 @@ PROFILES = {
                             "most 2 epochs")),
         replace(UNET_CPU, losses=("bce_dice",),
                 ann=replace(UNET_CPU.ann, epochs=8),
-                finetune=replace(UNET_CPU.finetune, epochs=2),
+                finetune=replace(UNET_CPU.finetune, epochs=2, examples_per_epoch=160),
                 departures=UNET_CPU.departures
                 .replace(f"for at most {UNET_CPU.ann.epochs} epochs", "for at most 8 epochs")
-                .replace(f"for at most {UNET_CPU.finetune.epochs} epochs", "for at most 2 epochs")
+                .replace(f"on {UNET_CPU.finetune.examples_per_epoch} slices an epoch for at most "
+                         f"{UNET_CPU.finetune.epochs} epochs", "on 160 slices an epoch for at most 2 epochs")
                 + "; BCE-Dice loss only")),
     "quick": BinaryTernaryConfig(
         replace(PAPER_VGG, size=(16, 16), filters=(4, 8, 8), dense=(16, 16), seeds=(0, 1), max_train=480,

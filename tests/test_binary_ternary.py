@@ -120,6 +120,9 @@ def test_the_cpu_profiles_unet_states_the_epochs_it_runs():
     for settings in (unet_config.ann, unet_config.finetune):
         assert f"for at most {settings.epochs} epochs" in unet_config.departures
     assert unet_config.departures.count("for at most") == 2
+    finetune = unet_config.finetune
+    assert f"on {finetune.examples_per_epoch} slices an epoch for at most {finetune.epochs} epochs" \
+        in unet_config.departures
 
 
 @pytest.fixture(scope="module")
