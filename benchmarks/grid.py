@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nengo_hybrid.atomic import write_json  # noqa: E402
-from nengo_hybrid.report import cpu  # noqa: E402
+from nengo_hybrid.report import cpu, describe_cpu  # noqa: E402
 
 LOSSES = ("bce", "dice", "bce_dice")
 PAPER_FOLDS = 5
@@ -107,8 +107,7 @@ def main(argv=None):
     projection = {workers: makespan(durations, workers) for workers in WORKERS}
 
     machine = cpu()
-    print(f"machine: {machine['model']} (family {machine['family']}, model {machine['model_number']}), "
-          f"{machine['cores']} cores")
+    print(f"machine: {describe_cpu(machine)}")
     print(f"quick grid ({len(quick_cells)} cells): local {walls['local']:.1f} s, ray {walls['ray']:.1f} s "
           f"(ray / local = {walls['ray'] / walls['local']:.2f}); tables bit-identical: {identical}")
     if mean_cpu_cell:

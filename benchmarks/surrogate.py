@@ -89,7 +89,7 @@ import numpy as np
 import tensorflow as tf
 
 from nengo_hybrid.models.unet import build_unet
-from nengo_hybrid.report import cpu, versions
+from nengo_hybrid.report import cpu, describe_cpu, versions
 from nengo_hybrid.atomic import write_json
 from step_timing import timed_run  # noqa: E402  (beside this script; shared with the peer)
 
@@ -539,8 +539,7 @@ def main(argv=None):
 
     floor_bytes = stored_bytes_per_step(model, args.batch)
     machine = cpu()
-    print(f"CPU: {machine['model']} (family {machine['family']}, model {machine['model_number']}), "
-          f"{machine['cores']} cores, oneDNN {machine['onednn']}; GPU: "
+    print(f"CPU: {describe_cpu(machine)}; GPU: "
           f"{bool(tf.config.list_physical_devices('GPU'))}; {platform.platform()}")
     vers = versions()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k not in ("machine", "cpu")))

@@ -41,6 +41,12 @@ def cpu():
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
 
 
+def describe_cpu(machine):
+    """One line for a `cpu` record, as the benchmarks print it."""
+    return (f"{machine['model']} (family {machine['family']}, model {machine['model_number']}), "
+            f"{machine['cores']} cores, oneDNN {machine['onednn']}")
+
+
 def versions():
     """Versions of the packages a result depends on, and the CPU it ran on."""
     import keras_spiking
@@ -321,8 +327,7 @@ def write_benchmark(path, profile, timings, budget_s):
         print(f"{stage:>18}: {seconds:8.1f} s")
     print(f"{'total / budget':>18}: {timings['total_s'] / budget_s:8.2f}")
     machine = cpu()
-    print(f"{'CPU':>18}: {machine['model']} (family {machine['family']}, model {machine['model_number']}), "
-          f"{machine['cores']} cores, oneDNN {machine['onednn']}")
+    print(f"{'CPU':>18}: {describe_cpu(machine)}")
     record = {"profile": profile, "timings_s": timings, "budget_s": budget_s,
               "fraction_of_budget": timings["total_s"] / budget_s,
               "cpu": machine, "machine": platform.platform(), "versions": versions()}

@@ -36,7 +36,7 @@ def test_data_dir_flag_beats_environment_beats_default(monkeypatch):
 
 
 def test_results_record_the_cpu_as_lscpu_names_it_and_the_onednn_setting():
-    from nengo_hybrid.report import cpu, versions
+    from nengo_hybrid.report import cpu, describe_cpu, versions
 
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
@@ -49,3 +49,4 @@ def test_results_record_the_cpu_as_lscpu_names_it_and_the_onednn_setting():
     assert recorded["avx512_vnni"] == ("avx512_vnni" in fields.get("Flags", "").split())
     # importing the package sets oneDNN's switch (on, unless the user said otherwise)
     assert recorded["onednn"] == os.environ["TF_ENABLE_ONEDNN_OPTS"]
+    assert describe_cpu(recorded).startswith(f"{fields['Model name']} (family {fields['CPU family']}, model ")
