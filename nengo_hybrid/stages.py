@@ -74,6 +74,10 @@ class TrainSettings:
         exactly.  None: a constant rate.
     plateau_factor, plateau_min_lr : float
         See ``plateau_patience``.
+    rate_terms : bool
+        Whether the run's firing-rate regularisation (if it has one) joins this stage's
+        loss.  Off, the stage builds no per-timestep layer probes: a spiking stage
+        trains faster and uses less memory.
     """
 
     learning_rate: float
@@ -88,6 +92,7 @@ class TrainSettings:
     plateau_patience: Optional[int] = None
     plateau_factor: float = 0.1
     plateau_min_lr: float = 1e-6
+    rate_terms: bool = True
 
 
 # validation measures that early stopping can watch beside the losses (by the name
@@ -662,7 +667,8 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     fine-tune the converted SNN, and evaluate all three on ``x_test``.
 
     1. ANN: the rate family trained with ``task_loss`` (+ ``regularization``) under
-       ``config.ann``; parameters saved as ``out_dir/ann.npz``.
+       ``config.ann``; parameters saved as ``out_dir/ann.npz``.  Either training stage
+       leaves the rate terms out if its settings say so (``TrainSettings.rate_terms``).
     2. converted SNN: ``config.spiking.converted_family`` with the ANN's parameters
        and, if ``config.spiking.balancing``, balanced thresholds
        (``out_dir/thresholds.json``).
@@ -695,15 +701,19 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     settings = spiking_settings(config)
     name = settings.finetuned_name
     timings, histories = {}, {}
-    probes = regularization is not None
+
+    def stage_regularization(stage_settings):
+        return regularization if stage_settings.rate_terms else None
 
     ann_params = out_dir / "ann" if trained_ann is None else Path(trained_ann)
     if trained_ann is None:
         start = time.time()
         ann = network(model, config, "rate")
-        with ann.simulator(config.ann.batch_size, n_steps=1, layer_probes=probes) as sim:
+        ann_regularization = stage_regularization(config.ann)
+        with ann.simulator(config.ann.batch_size, n_steps=1,
+                           layer_probes=ann_regularization is not None) as sim:
             histories["ann"] = train(ann, sim, x_train, y_train, task_loss, config.ann,
-                                     out_dir / "checkpoints" / "ann", regularization=regularization,
+                                     out_dir / "checkpoints" / "ann", regularization=ann_regularization,
                                      augment=augment, resume=resume, label="ann",
                                      groups=groups)["history"]
             sim.save_params(ann_params)
@@ -720,12 +730,13 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
 
     start = time.time()
     tuning = network(model, config, settings.finetuned_family, thresholds)
+    tuning_regularization = stage_regularization(config.finetune)
     with tuning.simulator(config.finetune.batch_size, n_steps=config.finetune.n_steps,
-                          layer_probes=probes) as sim:
+                          layer_probes=tuning_regularization is not None) as sim:
         sim.load_params(ann_params)
         result = train(tuning, sim, x_train, y_train, finetuning_loss(config, task_loss),
                        config.finetune, out_dir / "checkpoints" / name,
-                       regularization=regularization, augment=augment, resume=resume,
+                       regularization=tuning_regularization, augment=augment, resume=resume,
                        label=name, groups=groups, encoding=settings.encoding)
         histories[name] = result["history"]
         sim.save_params(out_dir / name)
