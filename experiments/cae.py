@@ -30,21 +30,16 @@ them (`nengo_hybrid.seeds`).
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
-from data_prep.hippocampus import split_subjects
-from nengo_hybrid import report, segmentation
-from nengo_hybrid.budgets import budget_records, budget_sweeps
-from nengo_hybrid.experiment import ExperimentRun, describe_training
+from nengo_hybrid import heldout, segmentation
+from nengo_hybrid.experiment import describe_training
 from nengo_hybrid.losses import BCEDice
 from nengo_hybrid.models.cae import build_cae
 from nengo_hybrid.seeds import SeedsTable
-from nengo_hybrid.segmentation import FLOOR
-from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages
+from nengo_hybrid.stages import SpikingSettings, TrainSettings
 
 PAPER = {"ann": 0.8221, "converted": 0.4859, "hybrid": 0.7648}
 PAPER_RATES = {"ann": None, "converted": 708.2347, "hybrid": 731.3800}
@@ -150,34 +145,14 @@ def make_model(config, input_shape):
 
 
 def run(config, images, labels, out_dir, resume=False):
-    run = ExperimentRun(config, out_dir, resume)
-    with run.timed("load_s"):
-        ids = segmentation.subject_ids(images, labels, config.max_subjects)
-        train_ids, test_ids = split_subjects(ids, config.test_fraction, config.seed)
-        slices = segmentation.load(config, images, labels, ids)
-        train, test = slices.select(train_ids), slices.select(test_ids)
-    print(f"{len(train.subjects)} training subjects ({len(train)} slices), {len(test.subjects)} test "
-          f"subjects ({len(test)} slices) of {train.images.shape[1:3]}", flush=True)
-    run.write("split.json", {"seed": config.seed, "size": config.size, "axis": config.axis,
-                             "images": str(images), "labels": str(labels),
-                             "train": [s.id for s in train.subjects], "test": [s.id for s in test.subjects]})
-    prior = segmentation.atlas(train)
-    segmentation.save_atlas(run.out_dir, prior)
+    """Train and test one run (`nengo_hybrid.heldout.run`); returns Table 2's records."""
+    return heldout.run(config, images, labels, out_dir, make_model, TABLE, resume)
 
-    model = make_model(config, train.images.shape[1:])
-    # early stopping validates on whole training subjects: neighbouring slices of one
-    # brain on both sides would make the validation loss optimistic
-    results = run.stages(model, train.images, train.masks, test.images, config.loss(),
-                         groups=train.subject_ids)
-    short = None
-    if config.short_budget() is not None:
-        short = run.stages(model, train.images, train.masks, test.images, config.loss(), folder="short",
-                           prefix="short_", config=config.short_budget(), groups=train.subject_ids,
-                           trained_ann=run.out_dir / "ann")
-    with run.timed("report_s"):
-        records = write_report(run.out_dir, model, config, test, prior, results, short)
-    run.finish("table2")
-    return records
+
+def evaluate(checkpoint, images, labels, out_dir, mask_model="hybrid"):
+    """Evaluate a trained run on every volume in ``images`` (labels optional) and write each
+    subject's predicted mask as NIfTI (`nengo_hybrid.heldout.evaluate`)."""
+    return heldout.evaluate(CAEConfig, make_model, TABLE, checkpoint, images, labels, out_dir, mask_model)
 
 
 CAPTION = """\
@@ -210,38 +185,6 @@ Table 2 (the CAE on MSD Task04 hippocampus): Dice on each seed's own test subjec
 floor, is each split's training-mask frequency. Paper (ADNI right-hippocampus crops, 2D Dice): ANN
 0.8221; converted 0.4859 at 708.2 Hz; hybrid 0.7648 at 731.4 Hz.""")
 
-COLUMNS = ([("model", "model"), ("budget", "budget"), ("timesteps", "timesteps")] + segmentation.DICE_COLUMNS
-           + segmentation.ACTIVITY_COLUMNS
-           + [("paper_dice", "paper Dice"), ("diff_vs_paper", "ours − paper"),
-              ("paper_firing_rate_hz", "paper rate (Hz)")])
-
-
-def write_report(out_dir, model, config, slices, prior, results, short=None):
-    """Table 2 (with labels), Figure 3's masks, firing rates, training curves and Dice
-    against timesteps of one run's ``results`` on ``slices``; returns the records.
-
-    ``short``: the results of the short budget (`CAEConfig.short_budget`), whose
-    converted and hybrid SNNs become two more records (`nengo_hybrid.budgets`)."""
-    shape = slices.images.shape[1:3]
-    floor = None if slices.masks is None else segmentation.atlas_slices(prior, slices, config.atlas_threshold)
-    budgets = [("long", config, results)] + ([] if short is None else [("short", config.short_budget(), short)])
-    masks = segmentation.model_masks(results, shape, floor)
-    segmentation.run_figures(out_dir, "CAE", config, slices, masks, results, "figure3_masks.png",
-                             budget_sweeps(budgets))
-    if slices.masks is None:  # no labels: the masks, no scores
-        return None
-
-    def score(budget_config, budget_results, main):
-        budget_masks = masks if main else segmentation.model_masks(budget_results, shape)
-        return segmentation.score_records(model, budget_config, slices, budget_masks, budget_results,
-                                          budget_config.eval_steps)
-
-    records = budget_records(score, budgets)
-    report.compare_with_floor_and_paper(records, FLOOR, segmentation.GAINS, PAPER, "paper_dice",
-                                        compared="dice_2d_on_target", paper_rates=PAPER_RATES)
-    report.write_table(out_dir, "table2", records, COLUMNS, caption(config, slices, records, short is not None))
-    return records
-
 
 def caption(config, slices, records, short):
     """Table 2's caption: the run's data, neurons, read-out, training and the paper."""
@@ -251,8 +194,6 @@ def caption(config, slices, records, short):
         short_words = SHORT_CAPTION.format(
             steps=config.short_steps, window=config.short_window, hybrid=describe_training(config.short_finetune),
             done=hybrids[-1].get("epochs", "–"), best=hybrids[-1].get("best_epoch", "–"))
-    rate_slices = len(slices) if config.rate_examples is None else min(config.rate_examples, len(slices))
-    n_rate_subjects = len(set(slices.subject_ids[:rate_slices]))
     shape = slices.images.shape[1:3]
     return CAPTION.format(
         n_test=len(slices.subjects), n_slices=len(slices), shape="x".join(map(str, shape)),
@@ -262,35 +203,13 @@ def caption(config, slices, records, short):
                                               atlas_threshold=config.atlas_threshold),
         scale=config.scale_firing_rates, synapse=config.synapse, steps=config.eval_steps,
         window=config.eval_window, short=short_words, ann=describe_training(config.ann),
-        rate_slices=f"the first {rate_slices} test slices ({n_rate_subjects} of the {len(slices.subjects)} subjects)",
+        rate_slices=heldout.rate_slices(config, slices),
         hybrid=describe_training(config.finetune),
         hybrid_examples=config.finetune.examples_per_epoch or "all",
         hybrid_done=hybrids[0].get("epochs", "–"), hybrid_best=hybrids[0].get("best_epoch", "–"))
 
 
-def evaluate(checkpoint, images, labels, out_dir, mask_model="hybrid"):
-    """Evaluate a trained run (its ``config.json``, ``atlas.npy`` and ``ann``/``hybrid``
-    parameters) on every volume in ``images`` (labels optional), and write each subject's
-    predicted mask (of ``mask_model``) as ``out_dir/masks/<subject>.nii.gz``."""
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    config = report.config_from_json(CAEConfig, json.loads((checkpoint / "config.json").read_text()))
-    slices = segmentation.load(config, images, labels)
-    model = make_model(config, slices.images.shape[1:])
-    results = evaluate_stages(model, config, checkpoint, slices.images)
-    short = None
-    if config.short_budget() is not None and (checkpoint / "short").is_dir():
-        short = evaluate_stages(model, config.short_budget(), checkpoint / "short", slices.images,
-                                trained_ann=checkpoint / "ann")
-    predicted = segmentation.probabilities(results["outputs"][mask_model], slices.images.shape[1:3])
-    written = segmentation.write_masks(
-        slices, predicted > config.threshold, out_dir, mask_model,
-        extra={"images": str(images), "labels": None if labels is None else str(labels),
-               "firing_rate_hz": {m: r["network"] for m, r in results["rates"].items()}})
-    records = write_report(out_dir, model, config, slices, segmentation.load_atlas(checkpoint), results, short)
-    if records is not None:
-        print((out_dir / "table2.md").read_text())
-    print(f"{len(written)} masks ({mask_model}) in {out_dir / 'masks'}")
-    return records
+TABLE = heldout.HeldOutTable("table2", "CAE", "figure3_masks.png", PAPER, PAPER_RATES, caption)
 
 
 def main(argv=None):
