@@ -1,0 +1,139 @@
+"""Is hybrid fine-tuning at LocNet's paper size bit-reproducible, within one process and
+across processes?  (Issue 12 §3: the XLA-fused hybrid step drifts by ~1e-8 between runs.)
+
+    python benchmarks/determinism.py --run results/locnet [--processes 4] [--repeats 2]
+                                     [--minibatches 3] [--unfused] [--data DIR]
+
+Takes a finished LocNet run (its ``config.json``, ``targets.json`` and trained ``ann``
+parameters) and starts ``--processes`` fresh processes.  Each builds the hybrid training
+graph once (fused, or ``--unfused``), then ``--repeats`` times: loads the trained ANN, zeroes
+Adam's state and fits the same ``--minibatches`` augmented minibatches (drawn once, from a
+fixed seed).  Prints and writes to ``results/benchmarks/determinism.json``: the largest
+parameter difference between repeats within each process, and between each process's
+result and the first process's, with how many weights differ.  Every repeat within a
+process identical but processes apart means the drift is fixed when a process builds its
+graph; differences within a process, that it is drawn at every step.
+"""
+
+import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import locnet  # noqa: E402
+
+from nengo_hybrid import report  # noqa: E402
+from nengo_hybrid.atomic import write_json  # noqa: E402
+from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
+
+
+def worker(run_dir, root, repeats, minibatches, fused, out):
+    """One process: build the training graph once, fit the same minibatches ``repeats``
+    times from the trained ANN, save the first fit's parameters to ``out`` (.npz) and
+    return the largest difference of every later fit from the first."""
+    import tensorflow as tf
+
+    from nengo_hybrid.augment import PixelOffset
+    from nengo_hybrid.experiment import seed_everything
+    from nengo_hybrid.losses import StandardisedBoxLoss
+    from nengo_hybrid.stages import finetuning_loss, network
+    from nengo_hybrid.targets import StandardisedTargets
+
+    config = report.config_from_json(locnet.LocNetConfig, json.loads((run_dir / "config.json").read_text()))
+    config = replace(config, spiking=replace(config.spiking, fuse_with_xla=fused))
+    seed_everything(config.seed)
+    (x_train, y_train, _), _ = locnet.load_split(config, root)
+    targets = StandardisedTargets.from_json(json.loads((run_dir / "targets.json").read_text()))
+    model = locnet.make_model(config, x_train.shape[1:])
+    augment = targets.augmentation(PixelOffset(config.augmentation(), config.pixel_offset))
+    n = minibatches * config.finetune.batch_size
+    xs, ys = augment(x_train[:n], targets.standardise(y_train[:n]), np.random.RandomState(1))
+    # the rate terms and their layer probes as the paper profile's hybrid stage has them
+    regularization = config.regularization() if config.finetune.rate_terms else None
+    loss = finetuning_loss(config, StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight))
+    tuning = network(model, config, config.spiking.finetuned_family, None)
+    first, differences = None, []
+    with tuning.simulator(config.finetune.batch_size, n_steps=config.finetune.n_steps,
+                          layer_probes=regularization is not None) as sim:
+        optimizer = tf.optimizers.Adam(config.finetune.learning_rate)
+        tuning.compile(sim, optimizer, loss, regularization=regularization)
+        optimizer.build(sim.keras_model.trainable_variables)
+        data = tuning.dataset(sim, xs, ys, regularization, config.finetune.n_steps)
+        for repeat in range(repeats):
+            start = time.time()
+            sim.load_params(run_dir / "ann")
+            for variable in optimizer.variables:
+                variable.assign(tf.zeros_like(variable))
+            sim.fit(data, epochs=1, shuffle=False, verbose=0)
+            weights = [w.numpy() for w in sim.keras_model.trainable_weights]
+            if first is None:
+                first = weights
+            else:
+                differences.append(max(float(np.abs(a - b).max()) for a, b in zip(first, weights)))
+            print(f"  repeat {repeat + 1}/{repeats}: {time.time() - start:.0f} s", flush=True)
+    np.savez(out, *first)
+    return differences
+
+
+def compare(reference, other):
+    """The largest parameter difference between two saved fits, and how many weights differ."""
+    a, b = np.load(reference), np.load(other)
+    diffs = [np.abs(a[k] - b[k]) for k in a.files]
+    return float(max(d.max() for d in diffs)), int(sum((d > 0).sum() for d in diffs))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_argument(parser)
+    parser.add_argument("--run", required=True, help="a finished LocNet run (config.json, targets.json, ann)")
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--minibatches", type=int, default=3)
+    parser.add_argument("--unfused", action="store_true", help="train without the XLA-fused step")
+    parser.add_argument("--out", default="results/benchmarks/determinism.json")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one process's .npz
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run)
+    root = data_dir(args.data) / "caltech101"
+    if args.worker:
+        differences = worker(run_dir, root, args.repeats, args.minibatches, not args.unfused, args.worker)
+        Path(args.worker).with_suffix(".json").write_text(json.dumps(differences))
+        return 0
+
+    mode = "unfused" if args.unfused else "fused"
+    processes = []
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(args.processes):
+            print(f"process {index + 1}/{args.processes} ({mode}):", flush=True)
+            out = Path(folder) / f"process{index}.npz"
+            command = [sys.executable, __file__, "--run", str(run_dir), "--repeats", str(args.repeats),
+                       "--minibatches", str(args.minibatches), "--worker", str(out)]
+            if args.data:
+                command += ["--data", str(args.data)]
+            if args.unfused:
+                command.append("--unfused")
+            subprocess.run(command, check=True)
+            within = json.loads(out.with_suffix(".json").read_text())
+            across, n_differing = compare(Path(folder) / "process0.npz", out)
+            processes.append({"within_process_max_diff": max(within, default=0.0),
+                              "vs_first_process_max_diff": across, "vs_first_process_weights_differing": n_differing})
+            print(f"  within the process: max |diff| {max(within, default=0.0):.3g}; against process 1: "
+                  f"max |diff| {across:.3g} in {n_differing} weights", flush=True)
+    record = {"mode": mode, "run": str(run_dir), "repeats": args.repeats, "minibatches": args.minibatches,
+              "processes": processes, "cpu": report.cpu(), "versions": report.versions()}
+    write_json(args.out, record)
+    print(f"\n{report.describe_cpu(record['cpu'])}; written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
