@@ -66,6 +66,17 @@ def test_run_writes_configuration_split_versions_and_figures(quick_run):
         assert (quick_run / name).stat().st_size > 5000, name
 
 
+def test_rate_terms_train_the_ann_and_stay_out_of_the_hybrid_stage(quick_run):
+    # TrainSettings.rate_terms: the ANN's loss holds a rate term per hidden layer, the
+    # hybrid stage's (rate_terms=False) the box loss alone
+    config = json.loads((quick_run / "config.json").read_text())
+    assert config["ann"]["rate_terms"] is True and config["finetune"]["rate_terms"] is False
+    histories = {stage: json.loads((quick_run / "checkpoints" / stage / "state.json").read_text())["history"]
+                 for stage in ("ann", "hybrid")}
+    assert len([key for key in histories["ann"] if key.endswith("rates_loss")]) >= 6
+    assert histories["hybrid"] and not [key for key in histories["hybrid"] if "rates" in key]
+
+
 @pytest.mark.parametrize("stage", ["ann", "hybrid"])
 def test_a_killed_run_resumes_to_the_same_numbers(quick_run, data_root, tmp_path, stage):
     """Killed after an epoch of its ANN, or of its hybrid fine-tuning (the XLA-fused
