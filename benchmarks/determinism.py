@@ -2,23 +2,29 @@
 across processes?  (Issue 12 §3: the XLA-fused hybrid step drifts by ~1e-8 between runs.)
 
     python benchmarks/determinism.py --run results/locnet [--processes 4] [--repeats 2]
-                                     [--minibatches 3] [--unfused] [--data DIR]
+                                     [--minibatches 3] [--unfused] [--rate-terms]
+                                     [--xla-dump DIR] [--data DIR]
 
 Takes a finished LocNet run (its ``config.json``, ``targets.json`` and trained ``ann``
 parameters) and starts ``--processes`` fresh processes.  Each builds the hybrid training
-graph once (fused, or ``--unfused``), then ``--repeats`` times: loads the trained ANN, zeroes
+graph once (fused, or ``--unfused``; with the run's rate terms and their layer probes if its
+hybrid stage has them, or with ``--rate-terms``), then ``--repeats`` times: loads the trained ANN, zeroes
 Adam's state and fits the same ``--minibatches`` augmented minibatches (drawn once, from a
 fixed seed).  Prints and writes to ``results/benchmarks/determinism.json``: the largest
 parameter difference between repeats within each process, and between each process's
 result and the first process's, with how many weights differ.  Every repeat within a
 process identical but processes apart means the drift is fixed when a process builds its
-graph; differences within a process, that it is drawn at every step.
+graph; differences within a process, that it is drawn at every step.  ``--xla-dump DIR``
+has each process write what XLA compiled (HLO before and after optimisation, LLVM IR) to
+``DIR/process<i>/``: the same code in two processes that give different numbers points at
+the runtime (threads, buffer alignment), different code at the compilation.
 """
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,12 +37,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import locnet  # noqa: E402
 
-from nengo_hybrid import report  # noqa: E402
+from nengo_hybrid import localisation, report  # noqa: E402
 from nengo_hybrid.atomic import write_json  # noqa: E402
 from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
 
 
-def worker(run_dir, root, repeats, minibatches, fused, out):
+def worker(run_dir, root, repeats, minibatches, fused, out, rate_terms=False):
     """One process: build the training graph once, fit the same minibatches ``repeats``
     times from the trained ANN, save the first fit's parameters to ``out`` (.npz) and
     return the largest difference of every later fit from the first."""
@@ -51,14 +57,14 @@ def worker(run_dir, root, repeats, minibatches, fused, out):
     config = report.config_from_json(locnet.LocNetConfig, json.loads((run_dir / "config.json").read_text()))
     config = replace(config, spiking=replace(config.spiking, fuse_with_xla=fused))
     seed_everything(config.seed)
-    (x_train, y_train, _), _ = locnet.load_split(config, root)
+    (x_train, y_train, _), _ = localisation.load_split(config, root)
     targets = StandardisedTargets.from_json(json.loads((run_dir / "targets.json").read_text()))
     model = locnet.make_model(config, x_train.shape[1:])
     augment = targets.augmentation(PixelOffset(config.augmentation(), config.pixel_offset))
     n = minibatches * config.finetune.batch_size
     xs, ys = augment(x_train[:n], targets.standardise(y_train[:n]), np.random.RandomState(1))
     # the rate terms and their layer probes as the paper profile's hybrid stage has them
-    regularization = config.regularization() if config.finetune.rate_terms else None
+    regularization = config.regularization() if config.finetune.rate_terms or rate_terms else None
     loss = finetuning_loss(config, StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight))
     tuning = network(model, config, config.spiking.finetuned_family, None)
     first, differences = None, []
@@ -99,13 +105,17 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--minibatches", type=int, default=3)
     parser.add_argument("--unfused", action="store_true", help="train without the XLA-fused step")
+    parser.add_argument("--rate-terms", action="store_true",
+                        help="train with the run's rate terms (and layer probes) even if its hybrid stage has none")
+    parser.add_argument("--xla-dump", default=None, help="each process writes XLA's HLO and IR to DIR/process<i>")
     parser.add_argument("--out", default="results/benchmarks/determinism.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one process's .npz
     args = parser.parse_args(argv)
     run_dir = Path(args.run)
     root = data_dir(args.data) / "caltech101"
     if args.worker:
-        differences = worker(run_dir, root, args.repeats, args.minibatches, not args.unfused, args.worker)
+        differences = worker(run_dir, root, args.repeats, args.minibatches, not args.unfused, args.worker,
+                             args.rate_terms)
         Path(args.worker).with_suffix(".json").write_text(json.dumps(differences))
         return 0
 
@@ -121,14 +131,20 @@ def main(argv=None):
                 command += ["--data", str(args.data)]
             if args.unfused:
                 command.append("--unfused")
-            subprocess.run(command, check=True)
+            if args.rate_terms:
+                command.append("--rate-terms")
+            env = dict(os.environ)
+            if args.xla_dump:
+                dump = Path(args.xla_dump) / f"process{index}"
+                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_dump_to={dump} --xla_dump_hlo_as_text".strip()
+            subprocess.run(command, check=True, env=env)
             within = json.loads(out.with_suffix(".json").read_text())
             across, n_differing = compare(Path(folder) / "process0.npz", out)
             processes.append({"within_process_max_diff": max(within, default=0.0),
                               "vs_first_process_max_diff": across, "vs_first_process_weights_differing": n_differing})
             print(f"  within the process: max |diff| {max(within, default=0.0):.3g}; against process 1: "
                   f"max |diff| {across:.3g} in {n_differing} weights", flush=True)
-    record = {"mode": mode, "run": str(run_dir), "repeats": args.repeats, "minibatches": args.minibatches,
+    record = {"mode": mode, "rate_terms": args.rate_terms, "xla_dump": args.xla_dump, "run": str(run_dir), "repeats": args.repeats, "minibatches": args.minibatches,
               "processes": processes, "cpu": report.cpu(), "versions": report.versions()}
     write_json(args.out, record)
     print(f"\n{report.describe_cpu(record['cpu'])}; written to {args.out}")

@@ -15,24 +15,16 @@ a trained model on any folder in the official layout.
 
 import nengo_hybrid as nh  # noqa: I001  (first: it quiets TensorFlow)
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
-from data_prep.caltech101 import image_ids, load_airplanes, split_ids
-from nengo_hybrid import localisation, report, seeds
-from nengo_hybrid.augment import BoxAugmentation, PixelOffset
+from nengo_hybrid import localisation, seeds
+from nengo_hybrid.augment import BoxAugmentation
 from nengo_hybrid.models.locnet import build_locnet
 from nengo_hybrid.paths import add_data_argument, data_dir, experiment_parser, resolve_run
-from nengo_hybrid.atomic import write_json
-from nengo_hybrid.experiment import ExperimentRun
-from nengo_hybrid.stages import SpikingSettings, TrainSettings, evaluate_stages
-from nengo_hybrid.targets import StandardisedTargets
-from nengo_hybrid.losses import StandardisedBoxLoss
+from nengo_hybrid.stages import SpikingSettings, TrainSettings
 
 PAPER = {"ann": 0.8945, "converted": 0.7431, "hybrid": 0.8253}
 PAPER_RATES = {"ann": None, "converted": 174.5583, "hybrid": 137.5238}
@@ -140,60 +132,11 @@ PROFILES = {
 }
 
 
-def load_images(config, root, ids=None):
-    """The airplanes ``ids`` (all if None) with their boxes, pixels shifted by
-    ``-config.pixel_offset``."""
-    x, y, ids = load_airplanes(root, config.image_size, ids, config.grey)
-    return x - np.float32(config.pixel_offset), y, ids
-
-
-def load_split(config, root):
-    """Images and boxes of the seeded train/test split."""
-    ids = image_ids(root)
-    if config.max_images:
-        ids = ids[: config.max_images]
-    train_ids, test_ids = split_ids(ids, config.test_fraction, config.seed)
-    return load_images(config, root, train_ids), load_images(config, root, test_ids)
-
-
 def make_model(config, input_shape):
     activation = nh.SoftLIF(sigma=config.sigma, amplitude=config.amplitude)
     return build_locnet(input_shape, activation, config.filters, config.dense_units,
                         hidden_bias=config.hidden_bias, seed=config.seed,
                         zero_output=config.zero_output, init_scale=config.init_scale)
-
-
-def run(config, root, out_dir, resume=False):
-    run = ExperimentRun(config, out_dir, resume)
-    with run.timed("load_s"):
-        (x_train, y_train, train_ids), (x_test, y_test, test_ids) = load_split(config, root)
-    print(f"{len(x_train)} training and {len(x_test)} test airplanes of {x_train.shape[1:]}", flush=True)
-    run.write("split.json", {"seed": config.seed, "train": train_ids, "test": test_ids})
-
-    # the boxes as offsets from the training mean box in units of each corner's spread
-    targets = StandardisedTargets.fit(y_train) if config.standardise_targets else StandardisedTargets.identity(4)
-    run.write("targets.json", targets.to_json())
-    model = make_model(config, x_train.shape[1:])
-    # the augmentation sees the pixels and boxes as they were read
-    augment = targets.augmentation(PixelOffset(config.augmentation(), config.pixel_offset))
-    loss = StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight)
-    results = run.stages(model, x_train, targets.standardise(y_train), x_test, loss,
-                         regularization=config.regularization(), augment=augment)
-    results = targets.restore_results(results)
-    floor_box = y_train.mean(axis=0)
-    run.write("floor_box.json", floor_box)
-    with run.timed("report_s"):
-        records = write_report(run.out_dir, model, config, x_test, y_test, floor_box, results)
-    run.finish("table1")
-    return records
-
-
-def write_report(out_dir, model, config, images, boxes, floor_box, results):
-    """Table 1 and its figures (`nengo_hybrid.localisation`); returns the records."""
-    records = localisation.table_records(model, results, boxes, floor_box, config.eval_steps, PAPER, PAPER_RATES)
-    localisation.write_report(out_dir, "table1", records, images, boxes, results, CAPTION.format(
-        test_n=len(boxes), steps=config.eval_steps, window=config.eval_window))
-    return records
 
 
 CAPTION = """\
@@ -215,22 +158,18 @@ Table 1 (LocNet on Caltech-101 airplanes): mean IoU on each seed's own test spli
 floor, is each split's mean training box. Paper: ANN 0.8945; converted 0.7431 at 174.6 Hz; hybrid
 0.8253 at 137.5 Hz.""")
 
+TABLE = localisation.LocalisationTable("table1", "LocNet", PAPER, PAPER_RATES, CAPTION)
+
+
+def run(config, root, out_dir, resume=False):
+    """Train and test one run (`nengo_hybrid.localisation.run`); returns Table 1's records."""
+    return localisation.run(config, root, out_dir, make_model, TABLE, resume)
+
 
 def evaluate(checkpoint, root, out_dir):
-    """Evaluate a trained run (its ``config.json`` and ``hybrid``/``ann`` parameters) on
-    every airplane in ``root`` (any folder in the official layout)."""
-    checkpoint = Path(checkpoint)
-    config = report.config_from_json(LocNetConfig, json.loads((checkpoint / "config.json").read_text()))
-    floor_box = np.array(json.loads((checkpoint / "floor_box.json").read_text()))
-    targets = StandardisedTargets.from_json(json.loads((checkpoint / "targets.json").read_text()))
-    x, y, ids = load_images(config, root)
-    model = make_model(config, x.shape[1:])
-    results = targets.restore_results(evaluate_stages(model, config, checkpoint, x))
-    out_dir = Path(out_dir)
-    write_json(out_dir / "evaluated_ids.json", {"root": str(root), "ids": ids})
-    records = write_report(out_dir, model, config, x, y, floor_box, results)
-    print((out_dir / "table1.md").read_text())
-    return records
+    """Evaluate a trained run on every airplane in ``root`` (any folder in the official
+    layout; `nengo_hybrid.localisation.evaluate`)."""
+    return localisation.evaluate(LocNetConfig, make_model, TABLE, checkpoint, root, out_dir)
 
 
 def main(argv=None):
