@@ -27,7 +27,9 @@ def cpu():
     it has AVX-512 VNNI (without it TensorFlow 2.12 leaves oneDNN's kernels off unless
     ``TF_ENABLE_ONEDNN_OPTS=1``, which this package sets) and that setting.  Machines of
     one type differ up to 3x in speed: a timing means little without this.  The family
-    and model numbers tell apart CPUs that share a name ("AMD EPYC")."""
+    and model numbers tell apart CPUs that share a name ("AMD EPYC"); stepping, microcode
+    and cache sizes are kept because numerics may follow them too (Eigen and oneDNN size
+    their blocks, and so their order of summation, by the caches the CPU reports)."""
     fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -37,8 +39,22 @@ def cpu():
         pass
     return {"model": fields.get("model name", platform.processor() or "unknown"),
             "family": fields.get("cpu family"), "model_number": fields.get("model"),
+            "stepping": fields.get("stepping"), "microcode": fields.get("microcode"), "caches": caches(),
             "cores": os.cpu_count(), "avx512_vnni": "avx512_vnni" in fields.get("flags", "").split(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
+
+
+def caches():
+    """The first core's caches as Linux reports them, e.g. ``{"L1d": "32K", "L2": "512K",
+    "L3": "32768K"}`` (empty where ``/sys`` does not say)."""
+    sizes = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        sizes[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
+    return sizes
 
 
 def describe_cpu(machine):

@@ -1,6 +1,7 @@
 """Package-level behaviour: quiet imports, the data directory setting, the CPU a result records."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,13 @@ def test_results_record_the_cpu_as_lscpu_names_it_and_the_onednn_setting():
     assert recorded["family"] == fields["CPU family"] and recorded["model_number"] == fields["Model"]
     assert recorded["cores"] == int(fields["CPU(s)"])
     assert recorded["avx512_vnni"] == ("avx512_vnni" in fields.get("Flags", "").split())
+    assert recorded["stepping"] == fields.get("Stepping")
+    # each cache's size per instance, as lscpu totals it ("1 MiB (2 instances)")
+    for level in ("L1d", "L2", "L3"):
+        said = re.fullmatch(r"([\d.]+) (KiB|MiB|GiB)(?: \((\d+) instances?\))?", fields.get(f"{level} cache", ""))
+        if said and level in recorded["caches"]:
+            total_kib = float(said[1]) * {"KiB": 1, "MiB": 1024, "GiB": 1024 ** 2}[said[2]]
+            assert int(recorded["caches"][level].rstrip("K")) == total_kib / int(said[3] or 1), level
     # importing the package sets oneDNN's switch (on, unless the user said otherwise)
     assert recorded["onednn"] == os.environ["TF_ENABLE_ONEDNN_OPTS"]
     assert describe_cpu(recorded).startswith(f"{fields['Model name']} (family {fields['CPU family']}, model ")
