@@ -189,8 +189,9 @@ SEEDS_TABLE = SeedsTable("table2", (("dice_2d", "2D Dice"), ("dice_2d_on_target"
                                     ("gain_over_floor_2d_on_target", "gain over floor on target"),
                                     ("dice_3d", "3D Dice"), ("firing_rate_hz", "rate (Hz)")), """\
 Table 2 (the CAE on MSD Task04 hippocampus): Dice on each seed's own test subjects; the atlas, the
-floor, is each split's training-mask frequency, so the gain over it is taken within each seed. Paper (ADNI right-hippocampus crops, 2D Dice): ANN
-0.8221; converted 0.4859 at 708.2 Hz; hybrid 0.7648 at 731.4 Hz.""")
+floor, is each split's training-mask frequency, so the gain over it is taken within each seed.
+Paper (ADNI right-hippocampus crops, 2D Dice): ANN 0.8221; converted 0.4859 at 708.2 Hz; hybrid
+0.7648 at 731.4 Hz.""")
 
 
 def caption(config, slices, records, short):
