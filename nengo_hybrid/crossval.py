@@ -196,7 +196,7 @@ class TrainedRun:
                 if str(saved["x_sha1"]) == _fingerprint(x):
                     return {name: saved[name] for name in MODELS}
         model = self.make_model(self.config, x.shape[1:])
-        # the outputs alone: no second pass for the firing rates
+        # the outputs alone: no firing rates counted
         outputs = evaluate_stages(model, self.config, self.cell_dir(fold, loss), x, with_rates=False)["outputs"]
         if cache is not None:
             with replacing(Path(cache), ".npz") as tmp:

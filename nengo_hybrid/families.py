@@ -31,7 +31,7 @@ from nengo_hybrid.activations import SoftLIF
 # registers the layer converters NengoDL lacks (Conv2DTranspose, tf.nn.relu, Dropout)
 from nengo_hybrid.converters import RELU_FUNCTIONS, DropoutNode, HybridConverter
 from nengo_hybrid.neurons import HybridSoftLIF, HybridSpikingRectifiedLinear, IntegrateAndFire
-from nengo_hybrid.runtime import ConvertedNetwork
+from nengo_hybrid.runtime import RUNNING_SUM, ConvertedNetwork
 
 # Keras activation functions by the name a family uses for them: every spelling of one
 # function (tf.nn.relu, tf.keras.activations.relu, "relu") is one key
@@ -218,6 +218,9 @@ def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed
             planner=nengo_dl.graph_optimizer.noop_planner,
             # every example starts from the initial neuron state
             stateful=False,
+            # the default, which makes keep_history a per-probe setting: the spike
+            # counters below keep only their last step
+            keep_history=True,
         )
         seen = set()
         for layer in converter.model.layers:
@@ -228,6 +231,10 @@ def convert(model, family="rate", *, synapse=None, scale_firing_rates=None, seed
                 converted.layer_probes[layer.name] = nengo.Probe(
                     obj, label=f"{layer.name}.rates", add_to_container=False
                 )
+                converted.count_probes[layer.name] = counter = nengo.Probe(
+                    obj, synapse=RUNNING_SUM, label=f"{layer.name}.counts", add_to_container=False
+                )
+                converter.net.config[counter].keep_history = False
     return converted
 
 

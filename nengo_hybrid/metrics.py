@@ -7,16 +7,59 @@ import numpy as np
 from nengo_hybrid.simulation import iterate_predictions
 
 
-def firing_rates(sim, inputs, layer_probes, amplitudes):
-    r"""Average firing rate in Hz of every layer and of the whole network.
+class LayerRates:
+    r"""Average firing rate in Hz of every layer and of the whole network, accumulated
+    one minibatch at a time from each neuron's output summed over the timesteps.
 
-    A neuron's rate is its probed output divided by its amplitude, averaged over the
-    timesteps (for spiking neurons: spikes per second).  A layer's rate is the mean over
-    its neurons and the inputs; the network's is the mean over all neurons,
+    A neuron's rate is its output summed over the :math:`T` timesteps, divided by
+    :math:`T` and by its amplitude (for spiking neurons: spikes per second).  A layer's
+    rate :math:`\bar r_l` is the mean over its neurons and the inputs; the network's is
+    the mean over all neurons,
 
     .. math:: \bar r = \frac{\sum_l N_l \bar r_l}{\sum_l N_l},
 
     i.e. total spikes per neuron per second.
+
+    Parameters
+    ----------
+    amplitudes : dict of {str: float}
+        Each layer's neuron amplitude.
+    sizes : dict of {str: int}
+        Each layer's number of neurons :math:`N_l`.
+    n_steps : int
+        The timesteps :math:`T` the sums run over.
+    """
+
+    def __init__(self, amplitudes, sizes, n_steps):
+        self.amplitudes, self.sizes, self.n_steps = dict(amplitudes), dict(sizes), int(n_steps)
+        self.sums = {name: 0.0 for name in self.sizes}
+        self.n_examples = 0
+
+    def add(self, summed):
+        """Add a minibatch: ``{layer: (examples, neurons)}``, each neuron's output summed
+        over the timesteps."""
+        counts = {len(values) for values in summed.values()}
+        if len(counts) != 1 or set(summed) != set(self.sums):
+            raise ValueError(f"need every layer of {sorted(self.sums)} for the same examples, got "
+                             f"{ {name: np.shape(v) for name, v in summed.items()} }")
+        self.n_examples += counts.pop()
+        for name, values in summed.items():
+            # mean over neurons, summed over examples, in float64
+            self.sums[name] += float(np.asarray(values, dtype=np.float64).mean(axis=1).sum())
+
+    def result(self):
+        """``{"layers": {name: Hz}, "network": Hz, "neurons": {name: count}}``."""
+        if not self.n_examples:
+            raise ValueError("no examples were added")
+        layers = {name: total / self.n_examples / self.n_steps / self.amplitudes[name]
+                  for name, total in self.sums.items()}
+        network = sum(layers[n] * self.sizes[n] for n in layers) / max(sum(self.sizes.values()), 1)
+        return {"layers": layers, "network": network, "neurons": dict(self.sizes)}
+
+
+def firing_rates(sim, inputs, layer_probes, amplitudes):
+    """`LayerRates` of ``sim`` run on ``inputs``, from probes that hold every layer's
+    output at every timestep.
 
     Parameters
     ----------
@@ -33,19 +76,12 @@ def firing_rates(sim, inputs, layer_probes, amplitudes):
     dict
         ``{"layers": {name: Hz}, "network": Hz, "neurons": {name: count}}``.
     """
-    sums = {name: 0.0 for name in layer_probes}
-    n_examples = 0
+    n_steps = next(iter(inputs.values())).shape[1]
+    rates = LayerRates(amplitudes, {name: int(p.size_in) for name, p in layer_probes.items()}, n_steps)
     # one minibatch at a time: every layer's whole activity comes back
     for _, outputs in iterate_predictions(sim, inputs, chunk_batches=1):
-        n_examples += len(next(iter(outputs.values())))
-        for name, probe in layer_probes.items():
-            values = outputs[probe]
-            # mean over time and neurons, summed over examples
-            sums[name] += float(values.mean(axis=(1, 2)).sum()) / amplitudes[name]
-    layers = {name: total / n_examples for name, total in sums.items()}
-    sizes = {name: int(probe.size_in) for name, probe in layer_probes.items()}
-    network = sum(layers[n] * sizes[n] for n in layers) / max(sum(sizes.values()), 1)
-    return {"layers": layers, "network": network, "neurons": sizes}
+        rates.add({name: outputs[probe].sum(axis=1) for name, probe in layer_probes.items()})
+    return rates.result()
 
 
 def box_iou(predicted, target):

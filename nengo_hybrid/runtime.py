@@ -16,9 +16,16 @@ import numpy as np
 import tensorflow as tf
 
 from nengo_hybrid.encoding import RepeatedInput, get_encoding
-from nengo_hybrid.metrics import firing_rates
+from nengo_hybrid.metrics import LayerRates, firing_rates
 from nengo_hybrid.regularization import FiringRateLoss, RateRegularization, dummy_targets
-from nengo_hybrid.simulation import make_simulator
+from nengo_hybrid.simulation import iterate_predictions, make_simulator
+
+# A spike counter's synapse: H(z) = 1 / (z - 1), i.e. y[k] = sum_{j<k} x[j], the running
+# sum of its input over the steps before this one.  A probe with it and keep_history off
+# hands back one value per neuron, however many steps ran; a run of T + 1 steps reads
+# the sum over the first T (COUNT_LAG).
+RUNNING_SUM = nengo.LinearFilter([1], [1, -1], analog=False)
+COUNT_LAG = 1
 
 
 @dataclass
@@ -36,11 +43,16 @@ class ConvertedNetwork:
         They are part of a simulator only when it is built with ``layer_probes=True``
         (for firing rates and rate regularisation): every probe adds its layer's whole
         activity to each prediction.
+    count_probes : dict of {str: nengo.Probe}
+        A spike counter on the same neurons (`RUNNING_SUM`, last step only): part of a
+        simulator built with ``spike_counts=True``, where they measure the firing rates
+        at the cost of a few additions per neuron and step.
     """
 
     converter: nengo_dl.Converter
     family: object  # a nengo_hybrid.families.NeuronFamily (which imports this module)
     layer_probes: Dict[str, nengo.Probe] = field(default_factory=dict)
+    count_probes: Dict[str, nengo.Probe] = field(default_factory=dict)
 
     @property
     def net(self):
@@ -62,20 +74,22 @@ class ConvertedNetwork:
         return {name: float(nt.amplitude) for name, nt in self.neuron_types().items()}
 
     def simulator(self, minibatch_size=32, n_steps=None, layer_probes=False, progress_bar=False,
-                  **kwargs):
+                  spike_counts=False, **kwargs):
         """A ``nengo_dl.Simulator`` set up for speed.
 
         ``n_steps`` fixes the number of timesteps and unrolls them into one graph
         (``unroll_simulation=n_steps, use_loop=False``): the fastest setting for
         training and for evaluating at one number of timesteps.  Without it, the
         simulator runs any number of timesteps in a loop.  ``layer_probes`` includes
-        the probe on every layer (needed by `firing_rates` and rate regularisation).
+        the probe on every layer (needed by rate regularisation); ``spike_counts`` the
+        spike counters (the cheap way to `firing_rates`).
         """
-        for probe in self.layer_probes.values():
-            if layer_probes and probe not in self.net.probes:
-                self.net.probes.append(probe)
-            elif not layer_probes and probe in self.net.probes:
-                self.net.probes.remove(probe)
+        for probes, wanted in ((self.layer_probes, layer_probes), (self.count_probes, spike_counts)):
+            for probe in probes.values():
+                if wanted and probe not in self.net.probes:
+                    self.net.probes.append(probe)
+                elif not wanted and probe in self.net.probes:
+                    self.net.probes.remove(probe)
         use_loop = n_steps is None
         if not use_loop:
             kwargs.setdefault("unroll_simulation", n_steps)
@@ -182,20 +196,43 @@ class ConvertedNetwork:
                 .map(over_time))
 
     def firing_rates(self, sim, x, n_steps, encoding=None, seed=0):
-        """Average firing rate (Hz) of every layer and of the network over inputs ``x``
-        coded by ``encoding`` (see `inputs`).
+        """Average firing rate (Hz) of every layer and of the network over the first
+        ``n_steps`` timesteps of inputs ``x`` coded by ``encoding`` (see `inputs`).
 
-        See `nengo_hybrid.metrics.firing_rates`.
+        With the spike counters in ``sim`` (``spike_counts=True``: a looped simulator,
+        as the counters need ``n_steps + COUNT_LAG`` steps) they give the rates;
+        otherwise the layer probes do, holding every layer's activity at every step.
+        See `nengo_hybrid.metrics.LayerRates`.
         """
+        if self.count_probes and self._has(sim, self.count_probes):
+            rates = self.rate_meter(n_steps)
+            for _, outputs in iterate_predictions(sim, self.inputs(x, n_steps + COUNT_LAG, encoding, seed)):
+                rates.add(self.counts(outputs))
+            return rates.result()
         self._require_layer_probes(sim, "firing rates")
         return firing_rates(sim, self.inputs(x, n_steps, encoding, seed), self.layer_probes,
                             self.amplitudes())
 
+    def rate_meter(self, n_steps):
+        """An empty `LayerRates` of this network's layers over ``n_steps`` timesteps."""
+        return LayerRates(self.amplitudes(), {name: int(p.size_in) for name, p in self.count_probes.items()},
+                          n_steps)
+
+    def counts(self, outputs):
+        """Each layer's output summed over all but the last step of a prediction run
+        with ``spike_counts=True`` (its counters' last values): ``{layer: (n, neurons)}``."""
+        return {name: outputs[probe][:, -1] for name, probe in self.count_probes.items()}
+
+    @staticmethod
+    def _has(sim, probes):
+        return all(probe in sim.model.probes for probe in probes.values())
+
     def _require_layer_probes(self, sim, purpose):
-        if any(probe not in sim.model.probes for probe in self.layer_probes.values()):
+        if not self._has(sim, self.layer_probes):
             raise ValueError(
                 f"{purpose} need the layer probes: build the simulator with "
                 f"converted.simulator(..., layer_probes=True)"
+                + (" or spike_counts=True" if purpose == "firing rates" else "")
             )
 
 

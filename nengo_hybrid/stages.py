@@ -29,6 +29,7 @@ from nengo_hybrid.families import convert, get_family
 from nengo_hybrid.losses import LastTimesteps, ReadoutWindows, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
+from nengo_hybrid.runtime import COUNT_LAG
 from nengo_hybrid.simulation import iterate_predictions, predict
 
 
@@ -576,9 +577,10 @@ def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=Tru
     ``eval_window``, ``steps_sweep`` and ``eval_batch``; an optional ``rate_examples``
     measures the rates on the first that many examples only.
 
-    Without ``with_rates`` the second pass, which probes every layer to measure the
-    firing rates, is skipped (``rates`` None): over long runs it needs every layer's
-    activity at every step in memory.
+    The rates come from spike counters on every layer (`ConvertedNetwork.count_probes`),
+    in the same pass as the outputs when that pass ends at ``eval_steps`` and the rates
+    are wanted on every example; otherwise in a second pass over ``eval_steps``.
+    Without ``with_rates`` no rates are measured (``rates`` None).
 
     Returns
     -------
@@ -590,29 +592,36 @@ def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=Tru
     converted = network(model, config, settings.converted_family, thresholds)
     marks = sorted(set(config.steps_sweep) | {config.eval_steps})
     windows = {t: [] for t in marks}
-    # no layer probes here, or every layer's activity over hundreds of steps would fill
-    # the memory; and a few minibatches at a time, since the inputs repeated over the
-    # timesteps are that many copies of the data
+    rate_examples = getattr(config, "rate_examples", None)
+    count_here = with_rates and marks[-1] == config.eval_steps and (rate_examples or len(x)) >= len(x)
+    rates = converted.rate_meter(config.eval_steps) if count_here else None
+    # the counters read the steps before their last: one step more
+    n_steps = marks[-1] + (COUNT_LAG if count_here else 0)
+    # no probes that keep every layer's activity here, or every layer over hundreds of
+    # steps would fill the memory; and a few minibatches at a time, since the inputs
+    # repeated over the timesteps are that many copies of the data
     chunk = 4 * config.eval_batch
-    with converted.simulator(minibatch_size=config.eval_batch) as sim:
+    with converted.simulator(minibatch_size=config.eval_batch, spike_counts=count_here) as sim:
         sim.load_params(params)
         for start in range(0, len(x), chunk):
             part = x[start:start + chunk]
-            inputs = converted.inputs(part, marks[-1], settings.encoding, config.seed,
+            inputs = converted.inputs(part, n_steps, settings.encoding, config.seed,
                                       example_ids=np.arange(start, start + len(part)))
             for _, out in iterate_predictions(sim, inputs):
                 series = out[converted.output]
                 for t in marks:
                     windows[t].append(series[:, max(0, t - config.eval_window):t].mean(axis=1))
+                if count_here:
+                    rates.add(converted.counts(out))
     sweep = {t: np.concatenate(parts) for t, parts in windows.items()}
-    if not with_rates:
-        return {"outputs": sweep[config.eval_steps], "sweep": sweep, "rates": None}
-    # rates need every layer probed, a second and slower pass: on ``rate_examples``
-    # examples if the config names a number
-    rate_x = x[:getattr(config, "rate_examples", None)]
-    with converted.simulator(minibatch_size=config.eval_batch, layer_probes=True) as sim:
-        sim.load_params(params)
-        rates = converted.firing_rates(sim, rate_x, config.eval_steps, settings.encoding, config.seed)
+    if count_here:
+        rates = rates.result()
+    elif with_rates:
+        # the sweep runs past eval_steps, or the rates are wanted on fewer examples
+        with converted.simulator(minibatch_size=config.eval_batch, spike_counts=True) as sim:
+            sim.load_params(params)
+            rates = converted.firing_rates(sim, x[:rate_examples], config.eval_steps, settings.encoding,
+                                           config.seed)
     return {"outputs": sweep[config.eval_steps], "sweep": sweep, "rates": rates}
 
 
@@ -782,7 +791,7 @@ def evaluate_stages(model, config, run_dir, x, with_rates=True, trained_ann=None
     """The three models of a finished `run_stages` in ``run_dir`` evaluated on ``x``
     (same keys as `run_stages`, without histories and timings; ``finetune_epochs`` and
     ``finetune_best_epoch`` None if the run's checkpoints are not there; without
-    ``with_rates`` the spiking models' ``rates`` are None and their second pass is
+    ``with_rates`` the spiking models' ``rates`` are None and their counting is
     saved).  ``trained_ann``: the ANN parameters the run started from, if not its own."""
     run_dir = Path(run_dir)
     ann_params = run_dir / "ann" if trained_ann is None else Path(trained_ann)

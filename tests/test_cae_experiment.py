@@ -71,7 +71,7 @@ def test_table2_has_the_floor_and_three_models(quick_run):
     assert short["hybrid"]["epochs"] >= 1 and short["hybrid"]["energy_j_loihi"] > 0
     md = (quick_run / "table2.md").read_text()
     assert "| atlas |" in md and "floor" in md and "empty" in md
-    # the quick profile's 4 test subjects have 160 slices, fewer than rate_examples (200)
+    # rates on every test slice: the quick profile's 4 test subjects have 160
     assert "measured on all 160 test slices (4 subjects)." in md
     assert (quick_run / "table2.csv").read_text().splitlines()[0].startswith("model,budget,timesteps,dice_2d,")
 
