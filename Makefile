@@ -103,6 +103,7 @@ benchmark: setup
 	$(PY) benchmarks/neurons.py --data "$(DATA_ABS)"
 	$(PY) benchmarks/locnet.py --data "$(DATA_ABS)"
 	$(PY) benchmarks/cae.py --data "$(DATA_ABS)"
+	$(PY) benchmarks/rate_counting.py --data "$(DATA_ABS)" --params results/benchmarks/cae_run/ann
 	$(PY) benchmarks/surrogate.py
 
 # The benchmark-only environment of benchmarks/surrogate.py's snnTorch peer (PyTorch).
