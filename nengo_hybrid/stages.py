@@ -593,7 +593,10 @@ def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=Tru
     marks = sorted(set(config.steps_sweep) | {config.eval_steps})
     windows = {t: [] for t in marks}
     rate_examples = getattr(config, "rate_examples", None)
-    count_here = with_rates and marks[-1] == config.eval_steps and (rate_examples or len(x)) >= len(x)
+    # counted beside the outputs when their pass ends where the rates are measured and
+    # the rates are wanted on every example
+    every_example = rate_examples is None or rate_examples >= len(x)
+    count_here = with_rates and marks[-1] == config.eval_steps and every_example
     rates = converted.rate_meter(config.eval_steps) if count_here else None
     # the counters read the steps before their last: one step more
     n_steps = marks[-1] + (COUNT_LAG if count_here else 0)
