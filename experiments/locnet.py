@@ -55,6 +55,7 @@ class LocNetConfig:
     zero_output: bool = False
     init_scale: Optional[float] = 2.0
     pixel_offset: float = 0.5
+    dropout: float = 0.0
     # the loss: the standardised boxes' squared error plus iou_weight x (1 - IoU)
     # (`nengo_hybrid.losses.StandardisedBoxLoss`; 0: the squared error alone)
     iou_weight: float = 10.0
@@ -136,7 +137,8 @@ def make_model(config, input_shape):
     activation = nh.SoftLIF(sigma=config.sigma, amplitude=config.amplitude)
     return build_locnet(input_shape, activation, config.filters, config.dense_units,
                         hidden_bias=config.hidden_bias, seed=config.seed,
-                        zero_output=config.zero_output, init_scale=config.init_scale)
+                        zero_output=config.zero_output, init_scale=config.init_scale,
+                        dropout=config.dropout)
 
 
 CAPTION = """\

@@ -112,6 +112,20 @@ def load_split(config, root):
     return load_images(config, root, train_ids), load_images(config, root, test_ids)
 
 
+def training_setup(config, x_train, y_train, make_model):
+    """What training on the boxes ``y_train`` of the images ``x_train`` needs:
+    ``(targets, model, augment, loss)`` — the boxes' standardisation (each corner as its
+    offset from the training mean box in units of its spread; `StandardisedTargets`),
+    the Keras ANN ``make_model(config, input_shape)``, the augmentation in standardised
+    units and the loss (`StandardisedBoxLoss`)."""
+    targets = StandardisedTargets.fit(y_train) if config.standardise_targets else StandardisedTargets.identity(4)
+    model = make_model(config, x_train.shape[1:])
+    # the augmentation sees the pixels and boxes as they were read
+    augment = targets.augmentation(PixelOffset(config.augmentation(), config.pixel_offset))
+    loss = StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight)
+    return targets, model, augment, loss
+
+
 def run(config, root, out_dir, make_model, table: LocalisationTable, resume=False):
     """Train and test one run in ``out_dir`` on the airplanes of ``root``; returns the
     table's records.  ``make_model(config, input_shape)`` builds the Keras ANN."""
@@ -121,13 +135,8 @@ def run(config, root, out_dir, make_model, table: LocalisationTable, resume=Fals
     print(f"{len(x_train)} training and {len(x_test)} test airplanes of {x_train.shape[1:]}", flush=True)
     run.write("split.json", {"seed": config.seed, "train": train_ids, "test": test_ids})
 
-    # the boxes as offsets from the training mean box in units of each corner's spread
-    targets = StandardisedTargets.fit(y_train) if config.standardise_targets else StandardisedTargets.identity(4)
+    targets, model, augment, loss = training_setup(config, x_train, y_train, make_model)
     run.write("targets.json", targets.to_json())
-    model = make_model(config, x_train.shape[1:])
-    # the augmentation sees the pixels and boxes as they were read
-    augment = targets.augmentation(PixelOffset(config.augmentation(), config.pixel_offset))
-    loss = StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight)
     results = run.stages(model, x_train, targets.standardise(y_train), x_test, loss,
                          regularization=config.regularization(), augment=augment)
     results = targets.restore_results(results)

@@ -673,6 +673,22 @@ def load_thresholds(run_dir):
     return json.loads(path.read_text())["thresholds"] if path.exists() else None
 
 
+def ann_stage(model, config, x_train, y_train, task_loss, out_dir, *, regularization=None, augment=None,
+              resume=False, groups=None):
+    """Stage 1 of `run_stages`: the rate family of ``model`` trained under
+    ``config.ann`` with ``task_loss`` (+ ``regularization``), checkpoints in
+    ``out_dir/checkpoints/ann``, the parameters saved as ``out_dir/ann.npz``.  Returns
+    `train`'s result (history, epochs, best epoch)."""
+    out_dir = Path(out_dir)
+    ann = network(model, config, "rate")
+    with ann.simulator(config.ann.batch_size, n_steps=1, layer_probes=regularization is not None) as sim:
+        result = train(ann, sim, x_train, y_train, task_loss, config.ann, out_dir / "checkpoints" / "ann",
+                       regularization=regularization, augment=augment, resume=resume, label="ann",
+                       groups=groups)
+        sim.save_params(out_dir / "ann")
+    return result
+
+
 def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
                regularization=None, augment=None, resume=False, groups=None, trained_ann=None):
     """The paper's three models from one Keras ``model``: train the ANN, convert it,
@@ -720,15 +736,9 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     ann_params = out_dir / "ann" if trained_ann is None else Path(trained_ann)
     if trained_ann is None:
         start = time.time()
-        ann = network(model, config, "rate")
-        ann_regularization = stage_regularization(config.ann)
-        with ann.simulator(config.ann.batch_size, n_steps=1,
-                           layer_probes=ann_regularization is not None) as sim:
-            histories["ann"] = train(ann, sim, x_train, y_train, task_loss, config.ann,
-                                     out_dir / "checkpoints" / "ann", regularization=ann_regularization,
-                                     augment=augment, resume=resume, label="ann",
-                                     groups=groups)["history"]
-            sim.save_params(ann_params)
+        histories["ann"] = ann_stage(model, config, x_train, y_train, task_loss, out_dir,
+                                     regularization=stage_regularization(config.ann), augment=augment,
+                                     resume=resume, groups=groups)["history"]
         timings["ann_s"] = time.time() - start
     ann_out = ann_outputs(model, config, ann_params, x_test)
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 def build_locnet(input_shape=(96, 144, 3), activation="relu", filters=(8, 16, 32),
                  dense_units=(256, 64, 32), hidden_bias=0.0, seed=0, zero_output=False, init_scale=None,
-                 name="locnet"):
+                 dropout=0.0, name="locnet"):
     """The LocNet Keras model.
 
     Parameters
@@ -43,6 +43,11 @@ def build_locnet(input_shape=(96, 144, 3), activation="relu", filters=(8, 16, 32
         network predicts 0 for every image: with standardised targets
         (`nengo_hybrid.targets`) that is the training mean box, the floor, and
         training learns each image's deviation from it.
+    dropout : float
+        Drop this fraction of the inputs of every hidden dense layer while training
+        (a ``Dropout`` layer before each; the SNNs convert it to the identity): the
+        dense layers hold nearly all of LocNet's weights, and a few hundred training
+        images let them memorise.
     """
     if init_scale is None:
         init = tf.keras.initializers.GlorotUniform
@@ -62,6 +67,8 @@ def build_locnet(input_shape=(96, 144, 3), activation="relu", filters=(8, 16, 32
             k += 1
     x = tf.keras.layers.Flatten(name="flatten")(x)
     for i, n in enumerate(dense_units):
+        if dropout:
+            x = tf.keras.layers.Dropout(dropout, seed=seed + 100 + i, name=f"dropout{i + 1}")(x)
         x = tf.keras.layers.Dense(
             n, activation=activation, kernel_initializer=init(seed + k), bias_initializer=bias,
             name=f"dense{i + 1}",

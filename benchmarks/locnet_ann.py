@@ -1,0 +1,100 @@
+"""What moves LocNet's ANN away from the mean box: the paper profile's ANN stage trained
+under variants of its configuration and scored on its validation airplanes (never the
+test split).  (Issue 12 §1.)
+
+    python benchmarks/locnet_ann.py [--data DIR] [--seed S] [--resume]
+        --variants base max_zoom=0.1 dropout=0.3 "dropout=0.3 ann.plateau_patience=5"
+
+Each variant is a space-separated list of ``field=value`` overrides of `LocNetConfig`'s
+paper profile (``ann.<field>`` for its ANN `TrainSettings`; values are Python
+literals, e.g. ``filters=(16,32,64)``; ``base`` for none).  Every variant trains from
+the same seed on the same split, validates on the same airplanes (those the ANN stage
+holds out for early stopping) and keeps its best epoch.  Prints and writes to
+``results/benchmarks/locnet_ann.json``, per variant: the validation mean IoU and
+fraction at IoU >= 0.9 beside the floor's (the training mean box), the gain over the
+floor, the best epoch and the time.  Each variant costs one ANN stage (~6 minutes on 2
+cores); the runs go to ``--work``, one folder per variant with its ``config.json``,
+``targets.json`` and ``ann.npz`` (kept: ``--resume`` continues a killed variant, and
+``benchmarks/locnet_conversion.py --run`` converts its ANN).
+"""
+
+import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
+
+import argparse
+import ast
+import re
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import locnet  # noqa: E402
+
+from nengo_hybrid import localisation, report  # noqa: E402
+from nengo_hybrid.atomic import write_json  # noqa: E402
+from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
+from nengo_hybrid.stages import ann_outputs, ann_stage, validation_split, write_run_config  # noqa: E402
+
+
+def variant_config(config, variant):
+    """``config`` with the overrides of ``variant`` (``"field=value ann.field=value"``)."""
+    ann = {}
+    for override in variant.split():
+        if override == "base":
+            continue
+        field, _, value = override.partition("=")
+        value = ast.literal_eval(value)
+        if field.startswith("ann."):
+            ann[field[4:]] = value
+        else:
+            config = replace(config, **{field: value})
+    return replace(config, ann=replace(config.ann, **ann))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_argument(parser)
+    parser.add_argument("--variants", nargs="+", default=["base"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="results/benchmarks/locnet_ann")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--out", default="results/benchmarks/locnet_ann.json")
+    args = parser.parse_args(argv)
+    root = data_dir(args.data) / "caltech101"
+    record = {"seed": args.seed, "variants": []}
+    for variant in args.variants:
+        config = variant_config(replace(locnet.PROFILES["paper"], seed=args.seed), variant)
+        (x_train, y_train, _), _ = localisation.load_split(config, root)
+        targets, model, augment, loss = localisation.training_setup(config, x_train, y_train, locnet.make_model)
+        val_idx, train_idx = validation_split(len(x_train), config.ann)
+        y_val = y_train[val_idx]
+        floor = localisation.iou_columns(np.tile(y_train[train_idx].mean(axis=0), (len(y_val), 1)), y_val)
+        work = Path(args.work) / re.sub(r"[^A-Za-z0-9.=_-]+", "_", variant)
+        # a run folder that benchmarks/locnet_conversion.py can convert again
+        write_run_config(work, asdict(config), args.resume)
+        write_json(work / "targets.json", targets.to_json())
+        start = time.time()
+        result = ann_stage(model, config, x_train, targets.standardise(y_train), loss, work,
+                           regularization=config.regularization() if config.ann.rate_terms else None,
+                           augment=augment, resume=args.resume)
+        seconds = time.time() - start
+        scores = localisation.iou_columns(targets.restore(ann_outputs(model, config, work / "ann", x_train[val_idx])),
+                                          y_val)
+        record["variants"].append({"variant": variant, "floor": floor, "ann": scores,
+                                   "gain_over_floor": scores["iou"] - floor["iou"], "epochs": result["epochs"],
+                                   "best_epoch": result["best_epoch"], "seconds": seconds})
+        print(f"[{variant}] {len(y_val)} validation airplanes: IoU {scores['iou']:.4f} "
+              f"(floor {floor['iou']:.4f}, gain {scores['iou'] - floor['iou']:+.4f}), IoU >= 0.9: "
+              f"{scores['frac_iou_ge_0.9']:.2f} (floor {floor['frac_iou_ge_0.9']:.2f}); best epoch "
+              f"{result['best_epoch']} of {result['epochs']}, {seconds:.0f} s", flush=True)
+        record.update(cpu=report.cpu(), versions=report.versions())
+        write_json(args.out, record)  # after every variant: a killed probe keeps what it measured
+    print(f"\n{report.describe_cpu(record['cpu'])}; written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
