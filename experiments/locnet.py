@@ -82,6 +82,8 @@ class LocNetConfig:
     # not follow the wider spread of boxes and fell back toward their mean)
     flip: float = 0.5
     max_zoom: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
     # the paper stopped after 7 epochs; here every epoch at 60 steps costs 3-5 minutes
     # on 2 cores and the paper-profile runs kept the 3rd of 5 (then two without
     # progress): at most 3.  No rate terms in this stage: at weight 0.001 they were
@@ -105,7 +107,8 @@ class LocNetConfig:
     spiking: SpikingSettings = SpikingSettings()
 
     def augmentation(self):
-        return BoxAugmentation(flip=self.flip, max_zoom=self.max_zoom)
+        return BoxAugmentation(flip=self.flip, max_zoom=self.max_zoom, brightness=self.brightness,
+                               contrast=self.contrast)
 
     def regularization(self):
         return nh.RateRegularization(

@@ -1,4 +1,5 @@
-"""Box-preserving image augmentation: mirror, zoom and shift, with the box moved along.
+"""Box-preserving image augmentation: mirror, zoom and shift, with the box moved along;
+brightness and contrast, which leave it where it is.
 
 Boxes are ``(top, left, bottom, right)`` normalised to [0, 1] of the image.  A crop
 window of relative size :math:`z` at offset :math:`(o_y, o_x)` (both in image units),
@@ -8,6 +9,11 @@ resized back to the full image, maps a box coordinate :math:`b` to
 
 (rows use :math:`o_y`, columns :math:`o_x`); the clip keeps the visible part of an object
 that the window cuts.  A left-right mirror maps ``(t, l, b, r)`` to ``(t, 1 - r, b, 1 - l)``.
+A photometric jitter of pixels :math:`x \in [0, 1]` with image mean :math:`\bar{x}`,
+
+.. math:: x' = \mathrm{clip}\left((x - \bar{x})\,c + \bar{x} + b, 0, 1\right),
+
+moves no box.
 """
 
 from dataclasses import dataclass
@@ -29,7 +35,10 @@ class BoxAugmentation:
     Every call draws, per image, a mirror with probability ``flip``, a window of size
     :math:`z \\sim U[1 - \\text{max_zoom}, 1]` of the image (both axes alike, so the aspect
     ratio stays) at a uniform offset inside the image, and resizes the window back to the
-    image size (bilinear).  No pixel outside the image is ever invented.
+    image size (bilinear).  No pixel outside the image is ever invented.  Then each
+    image's contrast is scaled by :math:`c \sim U[1 - \text{contrast}, 1 + \text{contrast}]`
+    about its mean and :math:`b \sim U[-\text{brightness}, \text{brightness}]` is added
+    (pixels read in [0, 1], clipped to it).
 
     Parameters
     ----------
@@ -38,10 +47,15 @@ class BoxAugmentation:
     max_zoom : float
         Largest fraction of the image the window may leave out (0 disables zoom and
         shift).
+    brightness, contrast : float
+        Largest brightness shift and relative contrast change (0 disables each; a
+        disabled one draws nothing, so the other draws are as without it).
     """
 
     flip: float = 0.5
     max_zoom: float = 0.2
+    brightness: float = 0.0
+    contrast: float = 0.0
 
     def __call__(self, images, boxes, rng):
         """Augmented copies of ``images`` (n, H, W, C) and ``boxes`` (n, 4), drawn from
@@ -50,8 +64,23 @@ class BoxAugmentation:
         mirrored = rng.uniform(size=n) < self.flip
         images = np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)
         boxes = np.where(mirrored[:, None], mirror_boxes(boxes), boxes)
-        if self.max_zoom <= 0:
-            return images, boxes
+        if self.max_zoom > 0:
+            images, boxes = self._zoom(images, boxes, rng)
+        if self.brightness > 0 or self.contrast > 0:
+            images = self._jitter(images, rng)
+        return images, boxes
+
+    def _jitter(self, images, rng):
+        n = len(images)
+        shape = (n,) + (1,) * (images.ndim - 1)
+        scale = rng.uniform(1 - self.contrast, 1 + self.contrast, size=n) if self.contrast > 0 else np.ones(n)
+        shift = rng.uniform(-self.brightness, self.brightness, size=n) if self.brightness > 0 else np.zeros(n)
+        mean = images.mean(axis=tuple(range(1, images.ndim)), keepdims=True)
+        jittered = (images - mean) * scale.reshape(shape) + mean + shift.reshape(shape)
+        return np.clip(jittered, 0, 1).astype(images.dtype)
+
+    def _zoom(self, images, boxes, rng):
+        n = len(images)
         size = rng.uniform(1 - self.max_zoom, 1, size=n)
         offset = rng.uniform(0, 1, size=(n, 2)) * (1 - size)[:, None]
         windows = np.stack([offset[:, 0], offset[:, 1], offset[:, 0] + size, offset[:, 1] + size], axis=1)

@@ -62,3 +62,33 @@ def test_pixel_offset_augments_the_pixels_as_read_and_shifts_them_back():
     np.testing.assert_array_equal(seen[0], images)  # the augmentation saw the pixels as read
     np.testing.assert_array_equal(x, images * 2 - 0.5)
     np.testing.assert_array_equal(y, boxes[:, ::-1])
+
+
+def test_brightness_and_contrast_move_the_pixels_as_stated_and_no_box():
+    rng = np.random.RandomState(0)
+    images = rng.uniform(0.3, 0.7, size=(6, 8, 10, 3)).astype(np.float32)  # no pixel reaches a clip
+    boxes = rng.uniform(0, 1, size=(6, 4)).astype(np.float32)
+    shifted, same = BoxAugmentation(flip=0.0, max_zoom=0.0, brightness=0.1)(images, boxes, np.random.RandomState(1))
+    np.testing.assert_array_equal(same, boxes)
+    offsets = (shifted - images).reshape(6, -1)
+    np.testing.assert_allclose(offsets, offsets[:, :1] * np.ones_like(offsets), atol=1e-6)  # one shift an image
+    expected = np.random.RandomState(1)
+    expected.uniform(size=6)  # the mirror draw
+    np.testing.assert_allclose(offsets[:, 0], expected.uniform(-0.1, 0.1, size=6), atol=1e-6)
+    scaled, same = BoxAugmentation(flip=0.0, max_zoom=0.0, contrast=0.2)(images, boxes, np.random.RandomState(1))
+    np.testing.assert_array_equal(same, boxes)
+    ratio = scaled.reshape(6, -1).std(axis=1) / images.reshape(6, -1).std(axis=1)
+    expected = np.random.RandomState(1)
+    expected.uniform(size=6)
+    np.testing.assert_allclose(ratio, expected.uniform(0.8, 1.2, size=6), rtol=1e-4)
+    np.testing.assert_allclose(scaled.reshape(6, -1).mean(axis=1), images.reshape(6, -1).mean(axis=1), atol=1e-6)
+
+
+def test_disabled_jitter_draws_nothing():
+    images = painted(np.array([[0.2, 0.1, 0.8, 0.9]] * 4, dtype=np.float32))
+    boxes = np.array([[0.2, 0.1, 0.8, 0.9]] * 4, dtype=np.float32)
+    plain = BoxAugmentation(flip=0.5, max_zoom=0.3)(images, boxes, np.random.RandomState(2))
+    zeros = BoxAugmentation(flip=0.5, max_zoom=0.3, brightness=0.0, contrast=0.0)(images, boxes,
+                                                                                   np.random.RandomState(2))
+    for a, b in zip(plain, zeros):
+        np.testing.assert_array_equal(a, b)
