@@ -12,7 +12,10 @@ the same seed on the same split, validates on the same airplanes (those the ANN 
 holds out for early stopping) and keeps its best epoch.  Prints and writes to
 ``results/benchmarks/locnet_ann.json``, per variant: the validation mean IoU and
 fraction at IoU >= 0.9 beside the floor's (the training mean box), the gain over the
-floor, the best epoch and the time.  Each variant costs one ANN stage (~6 minutes on 2
+floor with its paired standard error, every image's IoU, the difference from the first
+variant with its paired standard error, the best epoch and the time.  A paired standard
+error is the std of the per-image differences over sqrt(n): what separates two models
+scored on the same images.  Each variant costs one ANN stage (~6 minutes on 2
 cores); the runs go to ``--work``, one folder per variant with its ``config.json``,
 ``targets.json`` and ``ann.npz`` (kept: ``--resume`` continues a killed variant, and
 ``benchmarks/locnet_conversion.py --run`` converts its ANN).
@@ -33,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import locnet  # noqa: E402
 
-from nengo_hybrid import localisation, report  # noqa: E402
+from nengo_hybrid import localisation, metrics, report  # noqa: E402
 from nengo_hybrid.atomic import write_json  # noqa: E402
 from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
 from nengo_hybrid.stages import ann_outputs, ann_stage, validation_split, write_run_config  # noqa: E402
@@ -71,7 +74,9 @@ def main(argv=None):
         targets, model, augment, loss = localisation.training_setup(config, x_train, y_train, locnet.make_model)
         val_idx, train_idx = validation_split(len(x_train), config.ann)
         y_val = y_train[val_idx]
-        floor = localisation.iou_columns(np.tile(y_train[train_idx].mean(axis=0), (len(y_val), 1)), y_val)
+        floor_boxes = np.tile(y_train[train_idx].mean(axis=0), (len(y_val), 1))
+        floor = localisation.iou_columns(floor_boxes, y_val)
+        floor_per_image = metrics.box_iou(floor_boxes, y_val)
         work = Path(args.work) / re.sub(r"[^A-Za-z0-9.=_-]+", "_", variant)
         # a run folder that benchmarks/locnet_conversion.py can convert again
         write_run_config(work, asdict(config), args.resume)
@@ -81,14 +86,23 @@ def main(argv=None):
                            regularization=config.regularization() if config.ann.rate_terms else None,
                            augment=augment, resume=args.resume)
         seconds = time.time() - start
-        scores = localisation.iou_columns(targets.restore(ann_outputs(model, config, work / "ann", x_train[val_idx])),
-                                          y_val)
-        record["variants"].append({"variant": variant, "floor": floor, "ann": scores,
-                                   "gain_over_floor": scores["iou"] - floor["iou"], "epochs": result["epochs"],
-                                   "best_epoch": result["best_epoch"], "seconds": seconds})
+        boxes = targets.restore(ann_outputs(model, config, work / "ann", x_train[val_idx]))
+        scores = localisation.iou_columns(boxes, y_val)
+        per_image = metrics.box_iou(boxes, y_val)
+        gain = metrics.paired_difference(per_image, floor_per_image)
+        entry = {"variant": variant, "floor": floor, "ann": scores, "gain_over_floor": gain["mean"],
+                 "gain_over_floor_se": gain["se"], "per_image_iou": per_image.tolist(),
+                 "epochs": result["epochs"], "best_epoch": result["best_epoch"], "seconds": seconds}
+        compared = ""
+        if record["variants"]:
+            first = record["variants"][0]
+            versus = metrics.paired_difference(per_image, np.array(first["per_image_iou"]))
+            entry["versus_first"] = {"variant": first["variant"], "difference": versus["mean"], "se": versus["se"]}
+            compared = f"; against {first['variant']!r}: {versus['mean']:+.4f} ± {versus['se']:.4f}"
+        record["variants"].append(entry)
         print(f"[{variant}] {len(y_val)} validation airplanes: IoU {scores['iou']:.4f} "
-              f"(floor {floor['iou']:.4f}, gain {scores['iou'] - floor['iou']:+.4f}), IoU >= 0.9: "
-              f"{scores['frac_iou_ge_0.9']:.2f} (floor {floor['frac_iou_ge_0.9']:.2f}); best epoch "
+              f"(floor {floor['iou']:.4f}, gain {gain['mean']:+.4f} ± {gain['se']:.4f} s.e.), IoU >= 0.9: "
+              f"{scores['frac_iou_ge_0.9']:.2f} (floor {floor['frac_iou_ge_0.9']:.2f}){compared}; best epoch "
               f"{result['best_epoch']} of {result['epochs']}, {seconds:.0f} s", flush=True)
         record.update(cpu=report.cpu(), versions=report.versions())
         write_json(args.out, record)  # after every variant: a killed probe keeps what it measured

@@ -39,6 +39,7 @@ FLOOR = "mean_box"
 GOOD_IOU = 0.9  # the "IoU >= 0.9" column
 
 COLUMNS = [("model", "model"), ("iou", "mean IoU"), ("gain_over_floor", "gain over floor"),
+           ("gain_over_floor_se", "± s.e."),
            ("frac_iou_ge_0.9", "IoU ≥ 0.9"), ("firing_rate_hz", "rate (Hz)"),
            ("synaptic_ops", "synops/img"), ("ann_macs", "ANN MACs/img"),
            ("energy_j_loihi", "SNN J/img (Loihi)"), ("energy_j_ann_gpu", "ANN J/img (GPU)"),
@@ -56,13 +57,19 @@ def table_records(model, results, true_boxes, floor_box, n_steps, paper, paper_r
     """The table's records: the floor (``floor_box`` for every image), then each output
     of ``results`` (`run_stages`/`evaluate_stages` results in box units) with its
     activity and cost columns (`nengo_hybrid.report.activity_columns`), each with its
-    gain over the floor and the paper's number (``paper``/``paper_rates``:
+    gain over the floor, the gain's paired standard error (`metrics.paired_difference`),
+    every image's IoU and the paper's number (``paper``/``paper_rates``:
     ``{model: value}``) beside it; the last (the fine-tuned SNN) with its training
     columns."""
     floor = np.tile(floor_box, (len(true_boxes), 1))
-    records = [{"model": FLOOR, **iou_columns(floor, true_boxes), "firing_rate_hz": None, "synaptic_ops": None}]
+    floor_iou = metrics.box_iou(floor, true_boxes)
+    records = [{"model": FLOOR, **iou_columns(floor, true_boxes), "gain_over_floor_se": None,
+                "iou_per_image": floor_iou.tolist(), "firing_rate_hz": None, "synaptic_ops": None}]
     for name, boxes in results["outputs"].items():
-        record = {"model": name, **iou_columns(boxes, true_boxes)}
+        iou = metrics.box_iou(boxes, true_boxes)
+        record = {"model": name, **iou_columns(boxes, true_boxes),
+                  "gain_over_floor_se": metrics.paired_difference(iou, floor_iou)["se"],
+                  "iou_per_image": iou.tolist()}
         record.update(report.activity_columns(model, results["rates"], name, n_steps))
         records.append(record)
     report.compare_with_floor_and_paper(records, FLOOR, {"iou": "gain_over_floor"}, paper, "paper_iou",

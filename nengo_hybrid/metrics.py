@@ -102,6 +102,20 @@ def box_iou(predicted, target):
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def paired_difference(scores, baseline):
+    r"""How far ``scores`` lie above ``baseline``, two models scored on the same examples:
+    ``{"mean": float, "se": float}``.
+
+    .. math:: d_i = s_i - b_i, \quad \bar d = \frac{1}{n} \sum_i d_i, \quad
+              \mathrm{se} = \frac{\mathrm{std}_{n-1}(d)}{\sqrt{n}}
+
+    Pairing removes what the examples share (an easy image is easy for both models), so
+    the standard error of a difference is far smaller than either mean's own.
+    """
+    difference = np.asarray(scores, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    return {"mean": float(difference.mean()), "se": float(difference.std(ddof=1) / np.sqrt(len(difference)))}
+
+
 def balanced_accuracy(y_true, y_pred):
     """Accuracy averaged over the classes: the mean of each true class's recall.
 

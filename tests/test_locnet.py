@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +46,13 @@ def test_table1_has_the_floor_and_three_models(quick_run):
     assert floor["iou"] > 0.8  # the mean box is a strong floor on these airplanes
     assert ann["firing_rate_hz"] is None and converted["firing_rate_hz"] > 0 and hybrid["synaptic_ops"] > 0
     assert abs(converted["gain_over_floor"] - (converted["iou"] - floor["iou"])) < 1e-9
+    # every image's IoU is kept, and the gain's paired standard error is taken from them
+    for r in records:
+        assert abs(statistics.fmean(r["iou_per_image"]) - r["iou"]) < 1e-12
+    differences = [a - b for a, b in zip(hybrid["iou_per_image"], floor["iou_per_image"])]
+    assert len(differences) == len(floor["iou_per_image"]) > 1
+    assert abs(hybrid["gain_over_floor_se"] - statistics.stdev(differences) / len(differences) ** 0.5) < 1e-12
+    assert floor["gain_over_floor_se"] is None
     assert hybrid["iou"] > converted["iou"], "hybrid fine-tuning did not raise the converted SNN's IoU"
     assert ann["paper_iou"] == 0.8945
     md = (quick_run / "table1.md").read_text()

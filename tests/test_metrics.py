@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nengo_hybrid.metrics import box_iou, input_spike_rate_hz, layer_connections, synaptic_operations
+from nengo_hybrid.metrics import (box_iou, input_spike_rate_hz, layer_connections, paired_difference,
+                                  synaptic_operations)
 
 
 def test_iou_of_known_boxes():
@@ -175,3 +176,16 @@ def test_shared_layers_and_unknown_rates_are_refused():
     chain = tf.keras.Model(inp, tf.keras.layers.Dense(2, name="d")(inp))
     with pytest.raises(ValueError, match="not in model"):
         synaptic_operations(chain, {"typo": 10.0}, n_steps=1)
+
+
+def test_paired_difference_is_the_mean_difference_and_its_standard_error():
+    # differences 1 and 3: mean 2, sample std sqrt(2), standard error sqrt(2) / sqrt(2) = 1
+    out = paired_difference([0.9, 0.8], [-0.1, -2.2])
+    assert out["mean"] == pytest.approx(2.0) and out["se"] == pytest.approx(1.0)
+    # what both models share per example cancels: a per-example offset common to both
+    # leaves the standard error unchanged, while the unpaired spread grows with it
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    shared = rng.normal(scale=10, size=50)
+    assert paired_difference(a + shared, b + shared)["se"] == pytest.approx(paired_difference(a, b)["se"])
+    assert paired_difference(a + shared, b + shared)["se"] < np.std(a + shared, ddof=1) / np.sqrt(50) / 5
