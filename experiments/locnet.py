@@ -89,6 +89,7 @@ class LocNetConfig:
     # on 78 % of the images against 69 % (the floor: 67 %)
     flip: float = 0.5
     max_zoom: float = 0.0
+    max_shift: float = 0.0
     brightness: float = 0.1
     contrast: float = 0.2
     # the paper stopped after 7 epochs; here every epoch at 60 steps costs 3-5 minutes
@@ -114,8 +115,8 @@ class LocNetConfig:
     spiking: SpikingSettings = SpikingSettings()
 
     def augmentation(self):
-        return BoxAugmentation(flip=self.flip, max_zoom=self.max_zoom, brightness=self.brightness,
-                               contrast=self.contrast)
+        return BoxAugmentation(flip=self.flip, max_zoom=self.max_zoom, max_shift=self.max_shift,
+                               brightness=self.brightness, contrast=self.contrast)
 
     def regularization(self):
         return nh.RateRegularization(

@@ -8,10 +8,17 @@ resized back to the full image, maps a box coordinate :math:`b` to
 .. math:: b' = \\mathrm{clip}\\left(\\frac{b - o}{z}, 0, 1\\right)
 
 (rows use :math:`o_y`, columns :math:`o_x`); the clip keeps the visible part of an object
-that the window cuts.  A left-right mirror maps ``(t, l, b, r)`` to ``(t, 1 - r, b, 1 - l)``.
-A photometric jitter of pixels :math:`x \in [0, 1]` with image mean :math:`\bar{x}`,
+that the window cuts.  A shift of the content by :math:`(d_y, d_x)` whole pixels of an
+:math:`H \\times W` image moves a box coordinate to
 
-.. math:: x' = \mathrm{clip}\left((x - \bar{x})\,c + \bar{x} + b, 0, 1\right),
+.. math:: b' = \\mathrm{clip}\\left(b + \\frac{d}{H \\text{ or } W}, 0, 1\\right)
+
+(rows divide by :math:`H`, columns by :math:`W`); the rows or columns it uncovers repeat
+the nearest edge.  Unlike a zoom, a shift leaves a box's size as it was, except where the
+image cuts it.  A left-right mirror maps ``(t, l, b, r)`` to ``(t, 1 - r, b, 1 - l)``.
+A photometric jitter of pixels :math:`x \\in [0, 1]` with image mean :math:`\\bar{x}`,
+
+.. math:: x' = \\mathrm{clip}\\left((x - \\bar{x})\\,c + \\bar{x} + b, 0, 1\\right),
 
 moves no box.
 """
@@ -35,9 +42,12 @@ class BoxAugmentation:
     Every call draws, per image, a mirror with probability ``flip``, a window of size
     :math:`z \\sim U[1 - \\text{max_zoom}, 1]` of the image (both axes alike, so the aspect
     ratio stays) at a uniform offset inside the image, and resizes the window back to the
-    image size (bilinear).  No pixel outside the image is ever invented.  Then each
-    image's contrast is scaled by :math:`c \sim U[1 - \text{contrast}, 1 + \text{contrast}]`
-    about its mean and :math:`b \sim U[-\text{brightness}, \text{brightness}]` is added
+    image size (bilinear); no pixel outside the image is invented.  Then a shift of
+    :math:`d \\sim U[-\\text{max_shift}, \\text{max_shift}]` of the image's height and of
+    its width (rounded to whole pixels; the uncovered edge repeats the nearest row or
+    column).  Then each
+    image's contrast is scaled by :math:`c \\sim U[1 - \\text{contrast}, 1 + \\text{contrast}]`
+    about its mean and :math:`b \\sim U[-\\text{brightness}, \\text{brightness}]` is added
     (pixels read in [0, 1], clipped to it).
 
     Parameters
@@ -45,15 +55,19 @@ class BoxAugmentation:
     flip : float
         Probability of a left-right mirror.
     max_zoom : float
-        Largest fraction of the image the window may leave out (0 disables zoom and
-        shift).
+        Largest fraction of the image the window may leave out (0 disables the zoom).
+    max_shift : float
+        Largest shift, as a fraction of the image's height (rows) and width (columns).
     brightness, contrast : float
-        Largest brightness shift and relative contrast change (0 disables each; a
-        disabled one draws nothing, so the other draws are as without it).
+        Largest brightness shift and relative contrast change.
+
+    0 disables a zoom, shift or jitter, and a disabled one draws nothing, so the other
+    draws are as without it.
     """
 
     flip: float = 0.5
     max_zoom: float = 0.2
+    max_shift: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
 
@@ -66,6 +80,8 @@ class BoxAugmentation:
         boxes = np.where(mirrored[:, None], mirror_boxes(boxes), boxes)
         if self.max_zoom > 0:
             images, boxes = self._zoom(images, boxes, rng)
+        if self.max_shift > 0:
+            images, boxes = self._shift(images, boxes, rng)
         if self.brightness > 0 or self.contrast > 0:
             images = self._jitter(images, rng)
         return images, boxes
@@ -90,6 +106,18 @@ class BoxAugmentation:
         origin = np.concatenate([offset, offset], axis=1)
         moved = np.clip((boxes - origin) / size[:, None], 0, 1).astype(boxes.dtype)
         return cropped, moved
+
+    def _shift(self, images, boxes, rng):
+        n, height, width = images.shape[:3]
+        fractions = rng.uniform(-self.max_shift, self.max_shift, size=(n, 2))
+        rows_by, cols_by = (np.rint(fractions * [height, width]).astype(int)).T
+        # the pixel now at row i was at row i - d (clamped: the edge row repeats)
+        rows = np.clip(np.arange(height)[None] - rows_by[:, None], 0, height - 1)
+        cols = np.clip(np.arange(width)[None] - cols_by[:, None], 0, width - 1)
+        shifted = images[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        offset = np.stack([rows_by / height, cols_by / width], axis=1)
+        moved = np.clip(boxes + np.concatenate([offset, offset], axis=1), 0, 1).astype(boxes.dtype)
+        return shifted, moved
 
 
 class PixelOffset:

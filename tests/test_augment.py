@@ -26,7 +26,8 @@ def test_mirror_boxes():
 
 @pytest.mark.parametrize("augmentation", [BoxAugmentation(flip=1.0, max_zoom=0.0),
                                           BoxAugmentation(flip=0.0, max_zoom=0.3),
-                                          BoxAugmentation(flip=0.5, max_zoom=0.3)])
+                                          BoxAugmentation(flip=0.5, max_zoom=0.3),
+                                          BoxAugmentation(flip=0.5, max_zoom=0.0, max_shift=0.1)])
 def test_augmented_boxes_follow_the_augmented_pixels(augmentation):
     rng = np.random.RandomState(0)
     boxes = np.array([[0.2, 0.1, 0.8, 0.9], [0.3, 0.4, 0.7, 0.6], [0.05, 0.05, 0.95, 0.5]] * 4, dtype=np.float32)
@@ -36,6 +37,36 @@ def test_augmented_boxes_follow_the_augmented_pixels(augmentation):
     for image, box in zip(images, moved):
         # within about a pixel (bilinear resampling blurs the edges)
         np.testing.assert_allclose(white_extent(image), box, atol=2.5 / 48)
+
+
+def test_shift_moves_pixels_and_box_by_the_same_whole_pixels():
+    boxes = np.array([[0.2, 0.1, 0.8, 0.9], [0.3, 0.4, 0.7, 0.6], [0.1, 0.1, 0.9, 0.5]] * 4)
+    images = painted(boxes)  # 48 x 72, no painted box within 5 rows or 7 columns of an edge
+    shifted, moved = BoxAugmentation(flip=0.0, max_zoom=0.0, max_shift=0.1)(images, boxes, np.random.RandomState(0))
+    draws = np.random.RandomState(0)
+    draws.uniform(size=12)  # the mirror draw
+    pixels = np.rint(draws.uniform(-0.1, 0.1, size=(12, 2)) * [48, 72])
+    assert np.abs(pixels).max() > 3 and (np.abs(pixels).max(axis=0) <= [5, 7]).all()
+    offsets = np.tile(pixels / [48, 72], 2)
+    np.testing.assert_allclose(moved, np.clip(boxes + offsets, 0, 1), atol=1e-12)
+    for before, after, offset in zip(images, shifted, offsets):
+        # no resampling: the painted box moved by exactly those pixels
+        np.testing.assert_allclose(white_extent(after), white_extent(before) + offset, atol=1e-12)
+        assert after.sum() == before.sum()  # nothing white was cut or repeated
+
+
+def test_shift_repeats_the_edge_it_uncovers_and_clips_the_box():
+    images = np.arange(4 * 6, dtype=np.float32).reshape(1, 4, 6, 1)
+    augmentation = BoxAugmentation(flip=0.0, max_zoom=0.0, max_shift=0.5)
+
+    class Draws:  # a generator that draws a shift of +2 rows and -3 columns
+        def uniform(self, low=0.0, high=1.0, size=None):
+            return np.ones(size) if size == 1 else np.array([[0.5, -0.5]])
+
+    shifted, moved = augmentation(images, np.array([[0.0, 0.0, 0.5, 0.5]]), Draws())
+    expected = images[0, :, :, 0][[0, 0, 0, 1]][:, [3, 4, 5, 5, 5, 5]]
+    np.testing.assert_array_equal(shifted[0, :, :, 0], expected)
+    np.testing.assert_allclose(moved, [[0.5, 0.0, 1.0, 0.0]])
 
 
 def test_same_generator_state_same_augmentation():
@@ -88,7 +119,7 @@ def test_disabled_jitter_draws_nothing():
     images = painted(np.array([[0.2, 0.1, 0.8, 0.9]] * 4, dtype=np.float32))
     boxes = np.array([[0.2, 0.1, 0.8, 0.9]] * 4, dtype=np.float32)
     plain = BoxAugmentation(flip=0.5, max_zoom=0.3)(images, boxes, np.random.RandomState(2))
-    zeros = BoxAugmentation(flip=0.5, max_zoom=0.3, brightness=0.0, contrast=0.0)(images, boxes,
-                                                                                   np.random.RandomState(2))
+    zeros = BoxAugmentation(flip=0.5, max_zoom=0.3, max_shift=0.0, brightness=0.0,
+                            contrast=0.0)(images, boxes, np.random.RandomState(2))
     for a, b in zip(plain, zeros):
         np.testing.assert_array_equal(a, b)
