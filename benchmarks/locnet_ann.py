@@ -24,7 +24,6 @@ cores); the runs go to ``--work``, one folder per variant with its ``config.json
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
 import argparse
-import ast
 import re
 import sys
 import time
@@ -42,21 +41,6 @@ from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
 from nengo_hybrid.stages import ann_outputs, ann_stage, validation_split, write_run_config  # noqa: E402
 
 
-def variant_config(config, variant):
-    """``config`` with the overrides of ``variant`` (``"field=value ann.field=value"``)."""
-    ann = {}
-    for override in variant.split():
-        if override == "base":
-            continue
-        field, _, value = override.partition("=")
-        value = ast.literal_eval(value)
-        if field.startswith("ann."):
-            ann[field[4:]] = value
-        else:
-            config = replace(config, **{field: value})
-    return replace(config, ann=replace(config.ann, **ann))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_argument(parser)
@@ -69,7 +53,7 @@ def main(argv=None):
     root = data_dir(args.data) / "caltech101"
     record = {"seed": args.seed, "variants": []}
     for variant in args.variants:
-        config = variant_config(replace(locnet.PROFILES["paper"], seed=args.seed), variant)
+        config = report.config_with_overrides(replace(locnet.PROFILES["paper"], seed=args.seed), variant)
         (x_train, y_train, _), _ = localisation.load_split(config, root)
         targets, model, augment, loss = localisation.training_setup(config, x_train, y_train, locnet.make_model)
         val_idx, train_idx = validation_split(len(x_train), config.ann)

@@ -226,3 +226,20 @@ def test_seed_option_seeds_every_training_stage():
     assert config.hybrid.learning_rate == 0.001 and config.name == "two"
     config, _ = resolve_run(argparse.Namespace(profile="paper", seed=None, out=None), "two", profiles)
     assert config == profiles["paper"]
+
+
+def test_overrides_set_top_level_and_nested_fields_and_name_what_is_wrong():
+    from nengo_hybrid.report import config_with_overrides
+
+    base = TwoStageConfig(TrainSettings(0.01, 5), TrainSettings(0.001, 3, seed=1))
+    assert config_with_overrides(base, "base") == base
+    changed = config_with_overrides(base, "name='other' hybrid.learning_rate=0.0003 ann.epochs=7")
+    assert changed.name == "other" and changed.seed == 0
+    assert changed.hybrid == dataclasses.replace(base.hybrid, learning_rate=0.0003)
+    assert changed.ann == dataclasses.replace(base.ann, epochs=7)
+    assert base.hybrid.learning_rate == 0.001  # frozen: the base is untouched
+    for wrong, says in [("hybrid.rate=1", "no field 'hybrid.rate'"), ("seeds=2", "no field 'seeds'"),
+                        ("seed.x=1", "no field 'seed.x'"), ("seed", "not field=value"),
+                        ("name=other", "not a Python literal")]:
+        with pytest.raises(ValueError, match=says):
+            config_with_overrides(base, wrong)
