@@ -88,8 +88,7 @@ def main(argv=None):
               f"(floor {floor['iou']:.4f}, gain {gain['mean']:+.4f} ± {gain['se']:.4f} s.e.), IoU >= 0.9: "
               f"{scores['frac_iou_ge_0.9']:.2f} (floor {floor['frac_iou_ge_0.9']:.2f}){compared}; best epoch "
               f"{result['best_epoch']} of {result['epochs']}, {seconds:.0f} s", flush=True)
-        record.update(cpu=report.cpu(), versions=report.versions())
-        write_json(args.out, record)  # after every variant: a killed probe keeps what it measured
+        report.write_probe(args.out, record)
     print(f"\n{report.describe_cpu(record['cpu'])}; written to {args.out}")
     return 0
 

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import locnet  # noqa: E402
 
 from nengo_hybrid import localisation, report  # noqa: E402
-from nengo_hybrid.atomic import write_json  # noqa: E402
 from nengo_hybrid.metrics import box_iou  # noqa: E402
 from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
 from nengo_hybrid.stages import ann_outputs, spiking_evaluation, validation_split  # noqa: E402
@@ -72,8 +71,7 @@ def main(argv=None):
         print(f"scale {scale:g}, synapse {synapse:g} s: IoU " +
               ", ".join(f"{iou_t:.4f} at {t}" for t, iou_t in ious.items()) +
               f"; {converted['rates']['network']:.1f} Hz ({time.time() - start:.0f} s)", flush=True)
-    record.update(cpu=report.cpu(), versions=report.versions())
-    write_json(args.out, record)
+    report.write_probe(args.out, record)
     print(f"\n{report.describe_cpu(record['cpu'])}; written to {args.out}")
     return 0
 

@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import locnet  # noqa: E402
 
 from nengo_hybrid import localisation, metrics, report  # noqa: E402
-from nengo_hybrid.atomic import write_json  # noqa: E402
 from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
 from nengo_hybrid.stages import run_stages, validation_split, write_run_config  # noqa: E402
 
@@ -116,8 +115,7 @@ def main(argv=None):
                   f"{model_entry['firing_rate_hz']:.1f} Hz; against timesteps {sweep}", flush=True)
         print(f"  fine-tuning: best epoch {entry['finetune_best_epoch']} of {entry['finetune_epochs']}"
               f"{compared}; {seconds:.0f} s", flush=True)
-        record.update(cpu=report.cpu(), versions=report.versions())
-        write_json(args.out, record)  # after every variant: a killed probe keeps what it measured
+        report.write_probe(args.out, record)
     print(f"\n{report.describe_cpu(record['cpu'])}; written to {args.out}")
     return 0
 

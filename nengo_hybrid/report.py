@@ -63,6 +63,13 @@ def describe_cpu(machine):
             f"{machine['cores']} cores, oneDNN {machine['onednn']}")
 
 
+def write_probe(path, record):
+    """Write a probe's ``record`` to ``path`` (atomically) with the CPU and versions it
+    ran on; a probe calls it after every variant, so a killed one keeps what it measured."""
+    record.update(cpu=cpu(), versions=versions())
+    write_json(path, record)
+
+
 def versions():
     """Versions of the packages a result depends on, and the CPU it ran on."""
     import keras_spiking
