@@ -196,4 +196,8 @@ def write_report(out_dir, model, config, images, true_boxes, floor_box, results,
               for name, outputs in results["sweeps"].items()}
     report.metric_vs_timesteps(sweeps, out_dir / "iou_vs_timesteps.png", "mean IoU", floor=floor,
                                title=f"{table.title} spiking IoU against timesteps")
+    # the figure's numbers, for a reader who wants more than the picture
+    write_json(out_dir / "iou_vs_timesteps.json", {
+        "floor": floor, "window": config.eval_window,
+        "models": {name: {"timesteps": steps, "iou": ious} for name, (steps, ious) in sweeps.items()}})
     return records

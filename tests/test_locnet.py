@@ -74,6 +74,20 @@ def test_run_writes_configuration_split_versions_and_figures(quick_run):
         assert (quick_run / name).stat().st_size > 5000, name
 
 
+def test_iou_vs_timesteps_numbers_are_the_tables_at_its_timesteps(quick_run):
+    # the figure's numbers: every swept timestep of both SNNs, and at eval_steps the very
+    # IoU the table reports (the table's box is the sweep's entry at eval_steps)
+    config = json.loads((quick_run / "config.json").read_text())
+    curves = json.loads((quick_run / "iou_vs_timesteps.json").read_text())
+    table = {r["model"]: r for r in json.loads((quick_run / "table1.json").read_text())}
+    assert curves["floor"] == table["mean_box"]["iou"] and curves["window"] == config["eval_window"]
+    assert sorted(curves["models"]) == ["converted", "hybrid"]
+    for name, curve in curves["models"].items():
+        assert curve["timesteps"] == sorted(set(config["steps_sweep"]) | {config["eval_steps"]})
+        assert curve["iou"][curve["timesteps"].index(config["eval_steps"])] == table[name]["iou"]
+        assert len(set(curve["iou"])) > 1, f"{name}: the same IoU at every timestep"
+
+
 def test_rate_terms_train_the_ann_and_stay_out_of_the_hybrid_stage(quick_run):
     # TrainSettings.rate_terms: the ANN's loss holds a rate term per hidden layer, the
     # hybrid stage's (rate_terms=False) the box loss alone
