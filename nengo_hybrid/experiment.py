@@ -113,6 +113,8 @@ def describe_training(settings, held_out="whole subjects"):
     if getattr(settings, "plateau_patience", None):
         words += (f", the learning rate times {settings.plateau_factor:g} after "
                   f"{settings.plateau_patience} epochs without progress (ReduceLROnPlateau)")
+    if getattr(settings, "cosine_decay", False):
+        words += f", the learning rate annealed along half a cosine over the {settings.epochs} epochs"
     if settings.patience:
         watched = {"val_output_dice_error": "highest 2D Dice (all slices)",
                    "val_output_dice_error_on_target": "highest 2D Dice on the slices that show the target"

@@ -75,6 +75,13 @@ class TrainSettings:
         exactly.  None: a constant rate.
     plateau_factor, plateau_min_lr : float
         See ``plateau_patience``.
+    cosine_decay : bool
+        Anneal the learning rate over the stage's ``epochs`` along half a cosine: epoch
+        :math:`e` (from 0) trains at :math:`\\eta_e = \\eta_0 (1 + \\cos(\\pi e / E)) / 2`
+        with :math:`\\eta_0` = ``learning_rate`` and :math:`E` = ``epochs``, whatever the
+        validation loss does (so early stopping may end the stage before the rate is
+        small).  A function of the epoch alone: a resumed run follows it exactly.  Not
+        combined with ``plateau_patience``.
     rate_terms : bool
         Whether the run's firing-rate regularisation (if it has one) joins this stage's
         loss.  Off, the stage builds no per-timestep layer probes: a spiking stage
@@ -93,7 +100,13 @@ class TrainSettings:
     plateau_patience: Optional[int] = None
     plateau_factor: float = 0.1
     plateau_min_lr: float = 1e-6
+    cosine_decay: bool = False
     rate_terms: bool = True
+
+    def __post_init__(self):
+        if self.cosine_decay and self.plateau_patience:
+            raise ValueError("TrainSettings: cosine_decay and plateau_patience are two schedules for one "
+                             "learning rate; set one of them")
 
 
 # validation measures that early stopping can watch beside the losses (by the name
@@ -436,6 +449,12 @@ class _EarlyStoppingState(tf.keras.callbacks.Callback):
         return True
 
 
+def cosine_rate(initial, epoch, epochs):
+    """The learning rate of epoch ``epoch`` (from 0) of ``epochs`` under cosine annealing:
+    ``initial * (1 + cos(pi * epoch / epochs)) / 2``."""
+    return float(initial * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
+
+
 class _PlateauSchedule(tf.keras.callbacks.Callback):
     """ReduceLROnPlateau whose state (rate, best loss, epochs waited) lives in the
     checkpoint's state, so that a resumed run continues the same schedule (runs before
@@ -449,6 +468,8 @@ class _PlateauSchedule(tf.keras.callbacks.Callback):
         self.state.setdefault("learning_rate", float(settings.learning_rate))
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.settings.cosine_decay:
+            self.state["learning_rate"] = cosine_rate(self.settings.learning_rate, epoch, self.settings.epochs)
         self.optimizer.learning_rate.assign(self.state["learning_rate"])
 
     def on_epoch_end(self, epoch, logs=None):

@@ -271,3 +271,32 @@ def test_an_interrupted_run_resumes_the_same_schedule(tmp_path, trained, stop):
     np.testing.assert_allclose(resumed["history"]["loss"], full["loss"], rtol=1e-5)
     assert resumed["history"]["learning_rate"] == pytest.approx(full["learning_rate"], rel=1e-12)
     assert final_rate == pytest.approx(full["learning_rate"][-1], rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- cosine decay
+
+def test_cosine_decay_sets_half_a_cosine_over_the_epochs_whatever_the_loss():
+    state = {"history": {}}
+    optimizer = tf.keras.optimizers.Adam(0.1)
+    schedule = _PlateauSchedule(state, optimizer, settings(epochs=4, cosine_decay=True))
+    seen = drive(schedule, optimizer, [1.0, 2.0, 0.5, 3.0])
+    # by hand: 0.1 * (1 + cos(pi e / 4)) / 2 for e = 0..3
+    expected = [0.1, 0.05 * (1 + 2 ** -0.5), 0.05, 0.05 * (1 - 2 ** -0.5)]
+    assert state["history"]["learning_rate"] == pytest.approx(expected, rel=1e-12)
+    assert seen == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_resumed_cosine_schedule_continues_where_it_stopped():
+    state = {"history": {}}
+    optimizer = tf.keras.optimizers.Adam(0.1)
+    drive(_PlateauSchedule(state, optimizer, settings(epochs=6, cosine_decay=True)), optimizer, [1.0] * 2)
+    saved = json.loads(json.dumps(state))
+    fresh = tf.keras.optimizers.Adam(0.1)  # a new process starts at the settings' rate
+    seen = drive(_PlateauSchedule(saved, fresh, settings(epochs=6, cosine_decay=True)), fresh, [1.0] * 4,
+                 first_epoch=2)
+    assert seen == pytest.approx([0.05 * (1 + np.cos(np.pi * e / 6)) for e in range(2, 6)], rel=1e-6)
+
+
+def test_cosine_decay_and_a_plateau_schedule_are_refused_together():
+    with pytest.raises(ValueError, match="cosine_decay and plateau_patience"):
+        settings(cosine_decay=True, plateau_patience=2)
