@@ -388,9 +388,16 @@ def write_run_config(out_dir, config_dict, resume):
     write_json(path, config_dict)
 
 
+# settings added after runs were already checkpointed, with the value that trains as those
+# runs did: a record written before a setting existed resumes under that value
+ADDED_SETTINGS = {"cosine_decay": False}
+
+
 def _differences(old, new, prefix=""):
     """``[(dotted key, old value, new value)]`` where ``old`` and ``new`` differ, compared
-    as JSON stores them (tuples become lists, numpy numbers plain ones)."""
+    as JSON stores them (tuples become lists, numpy numbers plain ones).  A key of
+    `ADDED_SETTINGS` missing from ``old`` is no difference where ``new`` holds its
+    as-before value."""
     old, new = _as_json(old), _as_json(new)
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return [] if old == new else [(prefix, old, new)]
@@ -398,6 +405,8 @@ def _differences(old, new, prefix=""):
     found = []
     for key in list(old) + [key for key in new if key not in old]:
         path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in old and key in ADDED_SETTINGS and new[key] == ADDED_SETTINGS[key]:
+            continue
         if key not in old or key not in new:
             found.append((path, old.get(key, missing), new.get(key, missing)))
         else:

@@ -211,6 +211,20 @@ def test_a_resumed_run_refuses_a_changed_configuration(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["hybrid"]["learning_rate"] == 0.001
 
 
+def test_a_run_checkpointed_before_cosine_decay_existed_resumes(tmp_path):
+    """A configuration written before `TrainSettings.cosine_decay` existed has no such key:
+    it resumes under cosine_decay=False (how it trained), and is refused under True."""
+    before = dataclasses.asdict(TrainSettings(0.01, epochs=3))
+    del before["cosine_decay"]
+    write_run_config(tmp_path, {"seed": 0, "ann": before}, resume=False)
+    write_run_config(tmp_path, {"seed": 0, "ann": dataclasses.asdict(TrainSettings(0.01, epochs=3))}, resume=True)
+    write_run_config(tmp_path, {"seed": 0, "ann": before}, resume=False)
+    with pytest.raises(ResumeMismatch, match=r"ann\.cosine_decay"):
+        write_run_config(tmp_path, {"seed": 0, "ann": dataclasses.asdict(TrainSettings(0.01, epochs=3,
+                                                                                    cosine_decay=True))},
+                         resume=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class TwoStageConfig:
     ann: TrainSettings
