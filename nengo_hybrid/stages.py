@@ -465,9 +465,11 @@ def cosine_rate(initial, epoch, epochs):
 
 
 class _PlateauSchedule(tf.keras.callbacks.Callback):
-    """ReduceLROnPlateau whose state (rate, best loss, epochs waited) lives in the
-    checkpoint's state, so that a resumed run continues the same schedule (runs before
-    `EpochCheckpoint`).  The rate is set before every epoch from the state."""
+    """The stage's learning-rate schedule: ReduceLROnPlateau whose state (rate, best loss,
+    epochs waited) lives in the checkpoint's state, so that a resumed run continues the
+    same schedule (runs before `EpochCheckpoint`), or with ``settings.cosine_decay`` the
+    rate `cosine_rate` gives each epoch.  The rate is set before every epoch from the
+    state."""
 
     MIN_DELTA = 1e-4
 
