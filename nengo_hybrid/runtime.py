@@ -26,6 +26,38 @@ from nengo_hybrid.simulation import iterate_predictions, make_simulator
 # the sum over the first T (COUNT_LAG).
 RUNNING_SUM = nengo.LinearFilter([1], [1, -1], analog=False)
 COUNT_LAG = 1
+DEFAULT_DT = 0.001  # nengo_dl.Simulator's
+
+
+class FirstSteps:
+    """A gate that passes its input on a run's first ``n_steps`` timesteps and zero
+    after: :math:`y_k = x_k` for :math:`k \\le N`, else :math:`0`, where step :math:`k`
+    runs at time :math:`t = k\\,\\delta t`.  (A ``nengo_dl.TensorNode`` function.)
+
+    A spike counter behind it sums the spikes of the first ``N`` steps however long
+    the run is, so one run both reads an output late and measures the firing rates
+    over an earlier read-out: the counts are the same numbers, since adding zeros
+    changes no sum.
+    """
+
+    def __init__(self, n_steps, dt=DEFAULT_DT):
+        self.n_steps = int(n_steps)
+        # halfway between two steps, so that no rounding of k * dt decides
+        self.limit = (self.n_steps + 0.5) * dt
+
+    def __call__(self, t, x):
+        return x * tf.cast(t < self.limit, x.dtype)
+
+
+def _include(net, objects, wanted):
+    """Add ``objects`` (probes or subnetworks made with ``add_to_container=False``) to
+    ``net`` or take them out of it: they are built into a simulator only when in it."""
+    for obj in objects:
+        container = net.networks if isinstance(obj, nengo.Network) else net.probes
+        if wanted and obj not in container:
+            container.append(obj)
+        elif not wanted and obj in container:
+            container.remove(obj)
 
 
 @dataclass
@@ -47,12 +79,17 @@ class ConvertedNetwork:
         A spike counter on the same neurons (`RUNNING_SUM`, last step only): part of a
         simulator built with ``spike_counts=True``, where they measure the firing rates
         at the cost of a few additions per neuron and step.
+    first_steps_counters : dict of {(int, float): (nengo.Network, dict of {str: nengo.Probe})}
+        By ``(N, dt)``: the counters of a run's first ``N`` steps only (each layer's
+        neurons through a `FirstSteps` gate), in a subnetwork of their own; made when a
+        simulator is first built with ``spike_counts=N``.
     """
 
     converter: nengo_dl.Converter
     family: object  # a nengo_hybrid.families.NeuronFamily (which imports this module)
     layer_probes: Dict[str, nengo.Probe] = field(default_factory=dict)
     count_probes: Dict[str, nengo.Probe] = field(default_factory=dict)
+    first_steps_counters: Dict[tuple, tuple] = field(default_factory=dict)
 
     @property
     def net(self):
@@ -82,14 +119,16 @@ class ConvertedNetwork:
         training and for evaluating at one number of timesteps.  Without it, the
         simulator runs any number of timesteps in a loop.  ``layer_probes`` includes
         the probe on every layer (needed by rate regularisation); ``spike_counts`` the
-        spike counters (the cheap way to `firing_rates`).
+        spike counters (the cheap way to `firing_rates`): ``True`` counts every step of
+        a run, an int ``N`` only its first ``N`` steps (`FirstSteps`; read with `counts`).
         """
-        for probes, wanted in ((self.layer_probes, layer_probes), (self.count_probes, spike_counts)):
-            for probe in probes.values():
-                if wanted and probe not in self.net.probes:
-                    self.net.probes.append(probe)
-                elif not wanted and probe in self.net.probes:
-                    self.net.probes.remove(probe)
+        first_steps = None if isinstance(spike_counts, bool) else int(spike_counts)
+        if first_steps is not None:
+            self._first_steps_counters(first_steps, kwargs.get("dt", DEFAULT_DT))
+        _include(self.net, self.layer_probes.values(), layer_probes)
+        _include(self.net, self.count_probes.values(), spike_counts is True)
+        for (n, _), (counters, _) in self.first_steps_counters.items():
+            _include(self.net, [counters], n == first_steps)
         use_loop = n_steps is None
         if not use_loop:
             kwargs.setdefault("unroll_simulation", n_steps)
@@ -220,8 +259,35 @@ class ConvertedNetwork:
 
     def counts(self, outputs):
         """Each layer's output summed over all but the last step of a prediction run
-        with ``spike_counts=True`` (its counters' last values): ``{layer: (n, neurons)}``."""
-        return {name: outputs[probe][:, -1] for name, probe in self.count_probes.items()}
+        with ``spike_counts=True``, or over its first ``N`` steps with
+        ``spike_counts=N`` (the counters' last values): ``{layer: (n, neurons)}``."""
+        for _, probes in (("every step", self.count_probes), *self.first_steps_counters.values()):
+            if probes and all(probe in outputs for probe in probes.values()):
+                return {name: outputs[probe][:, -1] for name, probe in probes.items()}
+        raise ValueError("these outputs have no spike counters: build the simulator with "
+                         "converted.simulator(..., spike_counts=True or a number of steps)")
+
+    def _first_steps_counters(self, n_steps, dt):
+        """The counters of the first ``n_steps`` steps (made once per ``(n_steps, dt)``)."""
+        key = (n_steps, dt)
+        if key not in self.first_steps_counters:
+            gate, probes = FirstSteps(n_steps, dt), {}
+            # a subnetwork: nengo seeds a network's connections and ensembles before its
+            # subnetworks, so these objects leave every neuron's seed (its random initial
+            # voltage) as it was, and the spikes are those of the same network without them
+            counters = nengo.Network(label=f"counters of the first {n_steps} steps", add_to_container=False)
+            with counters:
+                for name, counter in self.count_probes.items():
+                    neurons = counter.target
+                    size = neurons.size_out
+                    node = nengo_dl.TensorNode(gate, shape_in=(size,), shape_out=(size,), pass_time=True,
+                                               label=f"{name}.first{n_steps}")
+                    # transform=None: no weights, so the same parameters load with them
+                    nengo.Connection(neurons, node, transform=None, synapse=None)
+                    probes[name] = nengo.Probe(node, synapse=RUNNING_SUM, label=f"{name}.counts{n_steps}")
+                    self.net.config[probes[name]].keep_history = False
+            self.first_steps_counters[key] = (counters, probes)
+        return self.first_steps_counters[key]
 
     @staticmethod
     def _has(sim, probes):

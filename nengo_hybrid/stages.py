@@ -609,9 +609,10 @@ def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=Tru
     ``eval_window``, ``steps_sweep`` and ``eval_batch``; an optional ``rate_examples``
     measures the rates on the first that many examples only.
 
-    The rates come from spike counters on every layer (`ConvertedNetwork.count_probes`),
-    in the same pass as the outputs when that pass ends at ``eval_steps`` and the rates
-    are wanted on every example; otherwise in a second pass over ``eval_steps``.
+    The rates come from spike counters on every layer that count the first
+    ``eval_steps`` steps only (``spike_counts=eval_steps``), in the same pass as the
+    outputs however far the sweep reads them, when the rates are wanted on every example;
+    otherwise (``rate_examples``) in a second pass over ``eval_steps``.
     Without ``with_rates`` no rates are measured (``rates`` None).
 
     Returns
@@ -625,18 +626,18 @@ def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=Tru
     marks = sorted(set(config.steps_sweep) | {config.eval_steps})
     windows = {t: [] for t in marks}
     rate_examples = getattr(config, "rate_examples", None)
-    # counted beside the outputs when their pass ends where the rates are measured and
-    # the rates are wanted on every example
+    # counted beside the outputs when the rates are wanted on every example
     every_example = rate_examples is None or rate_examples >= len(x)
-    count_here = with_rates and marks[-1] == config.eval_steps and every_example
+    count_here = with_rates and every_example
     rates = converted.rate_meter(config.eval_steps) if count_here else None
-    # the counters read the steps before their last: one step more
-    n_steps = marks[-1] + (COUNT_LAG if count_here else 0)
+    # the counters read the steps before their last: at least one step more
+    n_steps = max(marks[-1], config.eval_steps + COUNT_LAG) if count_here else marks[-1]
     # no probes that keep every layer's activity here, or every layer over hundreds of
     # steps would fill the memory; and a few minibatches at a time, since the inputs
     # repeated over the timesteps are that many copies of the data
     chunk = 4 * config.eval_batch
-    with converted.simulator(minibatch_size=config.eval_batch, spike_counts=count_here) as sim:
+    with converted.simulator(minibatch_size=config.eval_batch,
+                             spike_counts=config.eval_steps if count_here else False) as sim:
         sim.load_params(params)
         for start in range(0, len(x), chunk):
             part = x[start:start + chunk]
@@ -652,7 +653,7 @@ def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=Tru
     if count_here:
         rates = rates.result()
     elif with_rates:
-        # the sweep runs past eval_steps, or the rates are wanted on fewer examples
+        # the rates are wanted on fewer examples
         with converted.simulator(minibatch_size=config.eval_batch, spike_counts=True) as sim:
             sim.load_params(params)
             rates = converted.firing_rates(sim, x[:rate_examples], config.eval_steps, settings.encoding,

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import nengo_hybrid as nh
+from nengo_hybrid.runtime import COUNT_LAG
 
 FAMILY_RELU = {"if": nh.IntegrateAndFire, 
     "rate": nengo.RectifiedLinear,
@@ -208,6 +209,31 @@ def test_spike_counters_give_the_rates_the_spikes_give():
     assert total > 100
 
 
+def test_counters_of_the_first_steps_count_those_steps_in_a_longer_run():
+    # counters of the first 12 steps in a 30-step run against the plain counters of a
+    # 13-step run (the steps before their last): the same spikes (the gates change no
+    # neuron's seed), added in the same order, so the same numbers; and not the 30
+    # steps' counts
+    model = soft_lif_model(seed=2)
+    x = np.random.RandomState(3).uniform(0, 3, size=(6, 6, 6, 1)).astype(np.float32)
+    converted = nh.convert(model, "spiking", synapse=0.005, scale_firing_rates=20.0)
+    with converted.simulator(minibatch_size=3, spike_counts=True) as sim:
+        first = converted.counts(sim.predict(converted.inputs(x, 12 + COUNT_LAG), verbose=0))
+        every = converted.counts(sim.predict(converted.inputs(x, 30), verbose=0))
+    with converted.simulator(minibatch_size=3, spike_counts=12) as sim:
+        assert not any(p in sim.model.probes for p in converted.count_probes.values())
+        gated = converted.counts(sim.predict(converted.inputs(x, 30), verbose=0))
+    assert set(gated) == set(first) == set(converted.layer_probes)
+    for name in first:
+        np.testing.assert_array_equal(gated[name], first[name], err_msg=name)
+    assert sum(c.sum() for c in every.values()) > sum(c.sum() for c in first.values()) > 0
+    # the gates hold no weights: the same parameters load into either simulator
+    with converted.simulator(minibatch_size=3, spike_counts=12) as sim:
+        n_weights = len(sim.keras_model.weights)
+    with converted.simulator(minibatch_size=3) as sim:
+        assert len(sim.keras_model.weights) == n_weights
+
+
 def test_rates_counted_beside_the_outputs_equal_a_second_pass(tmp_path):
     from types import SimpleNamespace
 
@@ -218,17 +244,25 @@ def test_rates_counted_beside_the_outputs_equal_a_second_pass(tmp_path):
     ann = nh.convert(model, "rate")
     with ann.simulator(minibatch_size=4, n_steps=1) as sim:
         sim.save_params(tmp_path / "ann")
+    # the sweep runs past eval_steps: the rates over the first 20 steps are counted in
+    # the outputs' own 30-step pass
     config = SimpleNamespace(synapse=0.005, scale_firing_rates=20.0, seed=0, eval_steps=20,
-                             eval_window=5, steps_sweep=(10, 20), eval_batch=4)
-    # the sweep ends at eval_steps: the rates come from the outputs' own pass; past it,
-    # from a second pass over eval_steps
+                             eval_window=5, steps_sweep=(10, 20, 30), eval_batch=4)
     beside = spiking_evaluation(model, config, tmp_path / "ann", x)
-    config.steps_sweep = (10, 20, 30)
-    second = spiking_evaluation(model, config, tmp_path / "ann", x)
-    np.testing.assert_array_equal(beside["outputs"], second["outputs"])
+    # independently: the plain counters in a second pass over eval_steps
+    converted = nh.convert(model, "spiking", synapse=0.005, scale_firing_rates=20.0, seed=0)
+    with converted.simulator(minibatch_size=4, spike_counts=True) as sim:
+        sim.load_params(tmp_path / "ann")
+        second = converted.firing_rates(sim, x, config.eval_steps)
+        whole = converted.firing_rates(sim, x, 30)
     assert beside["rates"]["network"] > 0
-    for name, rate in second["rates"]["layers"].items():
+    assert beside["rates"]["network"] != whole["network"]
+    for name, rate in second["layers"].items():
         np.testing.assert_allclose(beside["rates"]["layers"][name], rate, rtol=1e-9, err_msg=name)
+    # and the outputs are those of a run that ends at eval_steps
+    config.steps_sweep = (10, 20)
+    short = spiking_evaluation(model, config, tmp_path / "ann", x)
+    np.testing.assert_array_equal(beside["outputs"], short["outputs"])
 
 
 def test_rate_regularization_pulls_layer_rates_to_the_target():
