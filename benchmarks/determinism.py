@@ -4,6 +4,7 @@ across processes?  (Issue 12 §3: the XLA-fused hybrid step drifts by ~1e-8 betw
     python benchmarks/determinism.py --run results/locnet [--processes 4] [--repeats 2]
                                      [--minibatches 3] [--unfused] [--rate-terms]
                                      [--xla-dump DIR] [--data DIR]
+                                     [--preludes none ann-fit ...]
 
 Takes a finished LocNet run (its ``config.json``, ``targets.json`` and trained ``ann``
 parameters) and starts ``--processes`` fresh processes.  Each builds the hybrid training
@@ -18,6 +19,14 @@ graph; differences within a process, that it is drawn at every step.  ``--xla-du
 has each process write what XLA compiled (HLO before and after optimisation, LLVM IR) to
 ``DIR/process<i>/``: the same code in two processes that give different numbers points at
 the runtime (threads, buffer alignment), different code at the compilation.
+
+``--preludes`` gives each process, in turn, something to do before it builds the hybrid
+graph (one process per entry; ``--processes`` is then their number): ``none``;
+``ann-build``, build and compile the rate network's training simulator as the ANN stage
+does, train nothing; ``ann-fit``, the same and train it on ``PRELUDE_MINIBATCHES`` ANN
+minibatches.  A process whose result differs from the first's after a prelude
+means the hybrid stage depends on what its process did before it (as a run resumed after
+its ANN stage, against the uninterrupted run).
 """
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
@@ -42,10 +51,31 @@ from nengo_hybrid.atomic import write_json  # noqa: E402
 from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
 
 
-def worker(run_dir, root, repeats, minibatches, fused, out, rate_terms=False):
-    """One process: build the training graph once, fit the same minibatches ``repeats``
-    times from the trained ANN, save the first fit's parameters to ``out`` (.npz) and
-    return the largest difference of every later fit from the first."""
+PRELUDES = ("none", "ann-build", "ann-fit")
+PRELUDE_MINIBATCHES = 4
+
+
+def prelude(kind, model, config, x_train, y_train, loss, regularization):
+    """What a process does before the hybrid graph is built (see ``--preludes``)."""
+    import tensorflow as tf
+
+    from nengo_hybrid.stages import network
+
+    if kind == "none":
+        return
+    ann = network(model, config, "rate")
+    with ann.simulator(config.ann.batch_size, n_steps=1, layer_probes=regularization is not None) as sim:
+        ann.compile(sim, tf.optimizers.Adam(config.ann.learning_rate), loss, regularization=regularization)
+        if kind == "ann-fit":
+            n = PRELUDE_MINIBATCHES * config.ann.batch_size
+            sim.fit(ann.dataset(sim, x_train[:n], y_train[:n], regularization, 1), epochs=1, shuffle=False,
+                    verbose=0)
+
+
+def worker(run_dir, root, repeats, minibatches, fused, out, rate_terms=False, before="none"):
+    """One process: do the ``before`` prelude, build the training graph once, fit the same
+    minibatches ``repeats`` times from the trained ANN, save the first fit's parameters to
+    ``out`` (.npz) and return the largest difference of every later fit from the first."""
     import tensorflow as tf
 
     from nengo_hybrid.augment import PixelOffset
@@ -65,7 +95,9 @@ def worker(run_dir, root, repeats, minibatches, fused, out, rate_terms=False):
     xs, ys = augment(x_train[:n], targets.standardise(y_train[:n]), np.random.RandomState(1))
     # the rate terms and their layer probes as the paper profile's hybrid stage has them
     regularization = config.regularization() if config.finetune.rate_terms or rate_terms else None
-    loss = finetuning_loss(config, StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight))
+    box_loss = StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight)
+    prelude(before, model, config, x_train, targets.standardise(y_train), box_loss, config.regularization() if config.ann.rate_terms else None)
+    loss = finetuning_loss(config, box_loss)
     tuning = network(model, config, config.spiking.finetuned_family, None)
     first, differences = None, []
     with tuning.simulator(config.finetune.batch_size, n_steps=config.finetune.n_steps,
@@ -108,25 +140,29 @@ def main(argv=None):
     parser.add_argument("--rate-terms", action="store_true",
                         help="train with the run's rate terms (and layer probes) even if its hybrid stage has none")
     parser.add_argument("--xla-dump", default=None, help="each process writes XLA's HLO and IR to DIR/process<i>")
+    parser.add_argument("--preludes", nargs="+", choices=PRELUDES, default=None,
+                        help="one process per entry, each doing this before the hybrid graph is built")
     parser.add_argument("--out", default="results/benchmarks/determinism.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one process's .npz
+    parser.add_argument("--before", default="none", choices=PRELUDES, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
     run_dir = Path(args.run)
     root = data_dir(args.data) / "caltech101"
     if args.worker:
         differences = worker(run_dir, root, args.repeats, args.minibatches, not args.unfused, args.worker,
-                             args.rate_terms)
+                             args.rate_terms, args.before)
         Path(args.worker).with_suffix(".json").write_text(json.dumps(differences))
         return 0
 
     mode = "unfused" if args.unfused else "fused"
+    preludes = args.preludes or ["none"] * args.processes
     processes = []
     with tempfile.TemporaryDirectory() as folder:
-        for index in range(args.processes):
-            print(f"process {index + 1}/{args.processes} ({mode}):", flush=True)
+        for index, before in enumerate(preludes):
+            print(f"process {index + 1}/{len(preludes)} ({mode}, prelude {before}):", flush=True)
             out = Path(folder) / f"process{index}.npz"
             command = [sys.executable, __file__, "--run", str(run_dir), "--repeats", str(args.repeats),
-                       "--minibatches", str(args.minibatches), "--worker", str(out)]
+                       "--minibatches", str(args.minibatches), "--worker", str(out), "--before", before]
             if args.data:
                 command += ["--data", str(args.data)]
             if args.unfused:
@@ -140,7 +176,7 @@ def main(argv=None):
             subprocess.run(command, check=True, env=env)
             within = json.loads(out.with_suffix(".json").read_text())
             across, n_differing = compare(Path(folder) / "process0.npz", out)
-            processes.append({"within_process_max_diff": max(within, default=0.0),
+            processes.append({"prelude": before, "within_process_max_diff": max(within, default=0.0),
                               "vs_first_process_max_diff": across, "vs_first_process_weights_differing": n_differing})
             print(f"  within the process: max |diff| {max(within, default=0.0):.3g}; against process 1: "
                   f"max |diff| {across:.3g} in {n_differing} weights", flush=True)
