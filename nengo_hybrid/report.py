@@ -25,7 +25,8 @@ def save_figure(fig, path):
 def cpu():
     """The CPU a result was measured on: model name (as ``lscpu`` prints it), cores, whether
     it has AVX-512 VNNI (without it TensorFlow 2.12 leaves oneDNN's kernels off unless
-    ``TF_ENABLE_ONEDNN_OPTS=1``, which this package sets) and that setting.  Machines of
+    ``TF_ENABLE_ONEDNN_OPTS=1``, which this package sets) and that setting, and the size of
+    oneDNN's kernel cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, 0 unless set).  Machines of
     one type differ up to 3x in speed: a timing means little without this.  The family
     and model numbers tell apart CPUs that share a name ("AMD EPYC"); stepping, microcode
     and cache sizes are kept because numerics may follow them too (Eigen and oneDNN size
@@ -41,7 +42,8 @@ def cpu():
             "family": fields.get("cpu family"), "model_number": fields.get("model"),
             "stepping": fields.get("stepping"), "microcode": fields.get("microcode"), "caches": caches(),
             "cores": os.cpu_count(), "avx512_vnni": "avx512_vnni" in fields.get("flags", "").split(),
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+            "onednn_primitive_cache": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "default")}
 
 
 def caches():
