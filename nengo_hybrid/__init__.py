@@ -25,17 +25,6 @@ _LOG_LEVEL = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "tensorflow" not in sys.modules:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-# oneDNN keeps the kernels it has made in a process-wide cache and hands one back to a
-# later operation that asks for the same.  With it, the hybrid stage's numbers depended
-# on what the process had done before: on an Intel Xeon (family 6 model 207) three
-# minibatches of fused hybrid training from the same ANN ended 1.1e-7 apart in 56,668
-# weights after a few ANN minibatches had been trained in the process, and identical
-# with the cache off (`benchmarks/determinism.py --preludes none ann-fit`), so a run
-# resumed after its ANN stage fine-tuned differently from the uninterrupted run.  Off
-# costs no speed measured here (`benchmarks/neurons.py`); set the variable yourself to
-# keep oneDNN's default (1024).  oneDNN reads it when it first makes a kernel.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
-
 import tensorflow as tf  # noqa: E402
 
 

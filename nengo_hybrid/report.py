@@ -26,7 +26,8 @@ def cpu():
     """The CPU a result was measured on: model name (as ``lscpu`` prints it), cores, whether
     it has AVX-512 VNNI (without it TensorFlow 2.12 leaves oneDNN's kernels off unless
     ``TF_ENABLE_ONEDNN_OPTS=1``, which this package sets) and that setting, and the size of
-    oneDNN's kernel cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, 0 unless set).  Machines of
+    oneDNN's kernel cache if the user set it (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``; 0 is
+    faster on some CPUs, see the README's Stack).  Machines of
     one type differ up to 3x in speed: a timing means little without this.  The family
     and model numbers tell apart CPUs that share a name ("AMD EPYC"); stepping, microcode
     and cache sizes are kept because numerics may follow them too (Eigen and oneDNN size
