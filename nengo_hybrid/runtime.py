@@ -261,7 +261,8 @@ class ConvertedNetwork:
         """Each layer's output summed over all but the last step of a prediction run
         with ``spike_counts=True``, or over its first ``N`` steps with
         ``spike_counts=N`` (the counters' last values): ``{layer: (n, neurons)}``."""
-        for _, probes in (("every step", self.count_probes), *self.first_steps_counters.values()):
+        counters = [self.count_probes] + [probes for _, probes in self.first_steps_counters.values()]
+        for probes in counters:
             if probes and all(probe in outputs for probe in probes.values()):
                 return {name: outputs[probe][:, -1] for name, probe in probes.items()}
         raise ValueError("these outputs have no spike counters: build the simulator with "
