@@ -19,7 +19,18 @@ environment the process starts in:
   (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_``), so a
   freed buffer need not be faulted in again, page by zeroed page;
 - ``unfused``: the neurons' training step not fused by XLA (``fuse_with_xla=False``);
-- ``one-interop``: ``TF_NUM_INTEROP_THREADS=1``.
+- ``one-interop``: ``TF_NUM_INTEROP_THREADS=1``;
+- ``grappler-off``: TensorFlow's graph optimiser off (``disable_meta_optimizer``), which
+  rewrites a graph before it runs (it fuses convolutions with their bias and activation,
+  among others): does the unrolled graph's size change what it does?
+- ``loop-10``: the timesteps in a ``tf.while_loop`` of 10 unrolled steps
+  (``use_loop=True, unroll_simulation=10``) instead of one graph of all of them.
+
+``--trace`` records the timed epoch with TensorFlow's profiler and adds to each row the
+self time per image-step of each op type and how often it ran per timestep (the
+profiler's "tensorflow_stats", summed over threads; the costliest printed side by side).
+The profiler drops events beyond its buffer: trace one or two minibatches, and check
+that the runs per timestep agree between rows.
 
 Prints every row's ms per image-step and its ratio to the default setting at the same
 steps, and the ratio of each steps value to the first (linear in T: 1.0 per image-step).
@@ -29,6 +40,7 @@ Writes ``results/benchmarks/hybrid_step.json``.
 import argparse
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -49,10 +61,68 @@ SETTINGS = {
                    "MALLOC_TOP_PAD_": str(2 ** 28)},
     "unfused": {},
     "one-interop": {"TF_NUM_INTEROP_THREADS": "1"},
+    "grappler-off": {},
+    "loop-10": {},
 }
+LOOP_UNROLL = 10
 
 
-def worker(root, steps, minibatches, fused):
+def _protobuf_fields(buffer):
+    """(field number, value) of a serialised protobuf message, read by its wire format
+    (varints, 64-bit, length-delimited, 32-bit): the profiler's op statistics come as a
+    ``TfStatsDatabase`` whose Python class TensorFlow 2.12 does not ship."""
+    def varint(i):
+        value = shift = 0
+        while True:
+            byte = buffer[i]
+            value |= (byte & 0x7F) << shift
+            shift, i = shift + 7, i + 1
+            if byte < 0x80:
+                return value, i
+    i = 0
+    while i < len(buffer):
+        key, i = varint(i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = varint(i)
+        elif wire == 1:
+            value, i = struct.unpack("<d", buffer[i:i + 8])[0], i + 8
+        elif wire == 2:
+            size, i = varint(i)
+            value, i = buffer[i:i + size], i + size
+        elif wire == 5:
+            value, i = struct.unpack("<f", buffer[i:i + 4])[0], i + 4
+        else:
+            raise ValueError(f"protobuf wire type {wire} not expected here")
+        yield number, value
+
+
+def op_times(logdir):
+    """Self time (ms) and number of runs of each TensorFlow op type in the profiler
+    trace under ``logdir``, from the profiler's own "tensorflow_stats" tool (the one
+    TensorBoard shows).  Fields of tensorflow/core/profiler/protobuf/tf_stats.proto:
+    the table with idle time is field 4 of ``TfStatsDatabase``, a record field 1 of
+    the table; in a record, 3 is the op type, 5 the occurrences, 8 the total self time
+    in microseconds."""
+    from tensorflow.python.profiler.internal import _pywrap_profiler
+
+    paths = [str(p) for p in Path(logdir).rglob("*.xplane.pb")]
+    database = _pywrap_profiler.xspace_to_tools_data(paths, "tensorflow_stats")[0]
+    times, counts = {}, {}
+    for number, table in _protobuf_fields(database):
+        if number != 4:
+            continue
+        for field, record in _protobuf_fields(table):
+            if field != 1:
+                continue
+            values = dict(_protobuf_fields(record))
+            kind = values.get(3, b"").decode()
+            times[kind] = times.get(kind, 0.0) + values.get(8, 0.0) / 1e3
+            counts[kind] = counts.get(kind, 0) + values.get(5, 0)
+    return times, counts
+
+
+def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=None):
     """One process: the paper profile's hybrid training graph at ``steps`` timesteps,
     one warm-up epoch of ``minibatches`` minibatches and one timed; the timed epoch's
     resource use."""
@@ -72,6 +142,8 @@ def worker(root, steps, minibatches, fused):
     from nengo_hybrid.stages import finetuning_loss, network
     from nengo_hybrid.targets import StandardisedTargets
 
+    if not grappler:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     config = locnet.PROFILES["paper"]
     config = replace(config, spiking=replace(config.spiking, fuse_with_xla=fused))
     seed_everything(config.seed)
@@ -84,20 +156,28 @@ def worker(root, steps, minibatches, fused):
     converted = network(model, config, config.spiking.finetuned_family)
     loss = finetuning_loss(config, StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight))
     build_start = time.perf_counter()
-    with converted.simulator(batch, n_steps=steps) as sim:
+    simulator = (converted.simulator(batch, unroll_simulation=LOOP_UNROLL) if loop
+                 else converted.simulator(batch, n_steps=steps))
+    with simulator as sim:
         converted.compile(sim, tf.optimizers.Adam(config.finetune.learning_rate), loss)
         data = converted.dataset(sim, x, targets.standardise(boxes), None, steps)
         sim.fit(data, epochs=1, shuffle=False, verbose=0)  # warm-up: tracing, compiling
         warm_s = time.perf_counter() - build_start
         memory = PeakMemory()
         before = resource.getrusage(resource.RUSAGE_SELF)
+        if trace:
+            tf.profiler.experimental.start(trace)
         start = time.perf_counter()
         sim.fit(data, epochs=1, shuffle=False, verbose=0)
         wall = time.perf_counter() - start
+        if trace:
+            tf.profiler.experimental.stop()
         after = resource.getrusage(resource.RUSAGE_SELF)
         peak = memory.peak()
     image_steps = n * steps
-    return {
+    times, counts = op_times(trace) if trace else ({}, {})
+    return {"op_ms_per_image_step": {k: v / image_steps for k, v in times.items()},
+            "op_runs_per_step": {k: v / (minibatches * steps) for k, v in counts.items()},
         "steps": steps, "images": n, "batch": batch, "warm_up_s": warm_s, "wall_s": wall,
         "ms_per_image_step": 1e3 * wall / image_steps,
         "user_ms_per_image_step": 1e3 * (after.ru_utime - before.ru_utime) / image_steps,
@@ -114,12 +194,28 @@ def run_worker(args, steps, setting):
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--worker", str(out), "--worker-steps", str(steps),
                "--minibatches", str(args.minibatches), "--data", str(args.data or "")]
-    if setting == "unfused":
-        command.append("--unfused")
+    if setting in ("unfused", "grappler-off", "loop-10"):
+        command.append(f"--{setting}")
+    if args.trace:
+        command += ["--trace", str(out.with_suffix(".trace"))]
     subprocess.run(command, env=env, check=True)
     result = json.loads(out.read_text())
     out.unlink()
     return result
+
+
+def print_op_table(rows, top=16):
+    """The op types with the most self time: per image-step (us) and runs per timestep,
+    one column pair per row."""
+    kinds = sorted({k for r in rows for k in r["op_ms_per_image_step"]},
+                   key=lambda k: -max(r["op_ms_per_image_step"].get(k, 0.0) for r in rows))
+    print("\nself time per image-step (us) and runs per timestep by op type (summed over "
+          "threads; IDLE: threads waiting)")
+    print(f"{'':>30}" + "".join(f"{r['setting'][:12]:>13}/{r['steps']:<4}{'':>6}" for r in rows))
+    for kind in kinds[:top]:
+        print(f"{kind[:30]:>30}" + "".join(
+            f"{1e3 * r['op_ms_per_image_step'].get(kind, 0.0):>12.1f}"
+            f"{r['op_runs_per_step'].get(kind, 0.0):>11.1f}" for r in rows))
 
 
 def main(argv=None):
@@ -132,11 +228,16 @@ def main(argv=None):
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one process
     parser.add_argument("--worker-steps", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--unfused", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--grappler-off", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--loop-10", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--trace", nargs="?", const=True, default=None,
+                        help="record the timed epoch with TensorFlow's profiler")
     args = parser.parse_args(argv)
 
     root = data_dir(args.data or None) / "caltech101"
     if args.worker:
-        result = worker(root, args.worker_steps, args.minibatches, not args.unfused)
+        result = worker(root, args.worker_steps, args.minibatches, not args.unfused,
+                        grappler=not args.grappler_off, loop=args.loop_10, trace=args.trace)
         Path(args.worker).write_text(json.dumps(result))
         return 0
 
@@ -162,6 +263,8 @@ def main(argv=None):
         row["ratio_to_first_steps"] = ms / first["ms_per_image_step"] if first else None
         print(f"  {row['setting']:>16} / {row['steps']:>3}: {ms:.3f} ms "
               f"(x{row['ratio_to_default'] or float('nan'):.2f}; x{row['ratio_to_first_steps']:.2f})")
+    if args.trace:
+        print_op_table(rows)
     write_json(args.out, {"rows": rows, "settings": {k: SETTINGS[k] for k in args.settings},
                           "minibatches": args.minibatches, "cpu": report.cpu()})
     print(f"wrote {args.out}")

@@ -35,6 +35,7 @@ import nengo
 import numpy as np
 
 from nengo_hybrid.neurons import IntegrateAndFire
+from nengo_hybrid.runtime import load_params
 from nengo_hybrid.simulation import iterate_predictions
 
 
@@ -133,7 +134,7 @@ def balance_thresholds(converted, x, n_steps, *, params=None, percentile=100.0, 
             top = _TopValues(max(1, math.ceil(total * (1 - percentile / 100))))
             with converted.simulator(minibatch_size=batch_size) as sim:
                 if params is not None:
-                    sim.load_params(params)
+                    load_params(sim, params)
                 dt = sim.dt
                 inputs = converted.inputs(x, n_steps, encoding, seed)
                 for _, out in iterate_predictions(sim, inputs, chunk_batches=1):

@@ -27,6 +27,7 @@ from nengo_hybrid.cells import Cell, FolderJob, GridOptions, run_cells  # noqa: 
 from nengo_hybrid.crossval import fold_slices, validation_slices  # noqa: E402
 from nengo_hybrid.experiment import ExperimentRun, seed_everything  # noqa: E402
 from nengo_hybrid.losses import LastTimesteps  # noqa: E402
+from nengo_hybrid.runtime import load_params  # noqa: E402
 from nengo_hybrid.simulation import predict  # noqa: E402
 from nengo_hybrid.stages import ann_outputs, balance_stage, load_thresholds, network, train  # noqa: E402
 
@@ -78,7 +79,7 @@ def train_and_score(config, model, params, thresholds, train_slices, val, loss, 
 
     with converted.simulator(settings.batch_size, n_steps=settings.n_steps) as sim:
         if params is not None:
-            sim.load_params(params)
+            load_params(sim, params)
         score(0, sim)
         train(converted, sim, train_slices.images, train_slices.masks,
               LastTimesteps(loss, settings.n_steps), settings, folder / "checkpoint", resume=resume,

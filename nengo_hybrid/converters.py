@@ -1,4 +1,5 @@
-"""Layer converters for Keras layers that NengoDL 3.6 does not convert natively.
+"""Layer converters for Keras layers that NengoDL 3.6 does not convert natively, or
+converts slowly.
 
 Each is a ``nengo_dl.converter.LayerConverter`` registered with
 ``nengo_dl.Converter.register``, NengoDL's own extension point, when this module is
@@ -8,6 +9,9 @@ them):
 ==============================  ==============================================
 Keras layer                     Nengo objects
 ==============================  ==============================================
+``Conv2D``                      NengoDL's, but the channel biases added by a
+                                1x1 convolution (`add_channel_biases`), not a
+                                sparse matrix
 ``Conv2DTranspose``             ``nengo.transforms.ConvolutionTranspose`` into
                                 neurons of the layer's activation
 ``Lambda(tf.nn.relu)`` and      ReLU neurons (NengoDL would leave a
@@ -25,6 +29,8 @@ converter has no option for: `HybridConverter` is ``nengo_dl.Converter`` with on
 keyword, ``dropout``, that `ConvertDropout` reads (`nengo_hybrid.convert` sets it for
 the rate family only).
 """
+
+import warnings
 
 import nengo
 import nengo_dl
@@ -73,8 +79,95 @@ if TFOpLambda is not None:
     nengo_dl.Converter.register(TFOpLambda)(ConvertReLUFunction)
 
 
+def add_channel_biases(layer_converter, node_id, output, biases):
+    r"""One trainable bias per channel of a convolution's ``output``, added at every
+    position of that channel.
+
+    A constant node (1, as in NengoDL's converter) is spread over the output's
+    positions by a fixed column of ones into a relay, and the biases are the kernel of
+    a 1x1 convolution (one input channel, one filter per output channel) from that
+    relay into the output:
+
+    .. math:: y_{h,w,c} = 1 \cdot b_c = b_c, \qquad
+              \frac{\partial L}{\partial b_c} = \sum_{h,w} \frac{\partial L}{\partial y_{h,w,c}},
+
+    the value and gradient of a channel bias.  NengoDL's own ``ConvertConv`` broadcasts
+    the biases through a sparse (positions x channels) matrix instead: a
+    ``SparseTensorDenseMatMul`` and transposes in every timestep, forward and backward:
+    LocNet's hybrid training step at 100 timesteps used a sixth more CPU time and
+    1 GiB more memory that way (``benchmarks/hybrid_step.py``, README).  The relay keeps the constant input one
+    value wide: NengoDL tiles a constant node's value over every example and timestep.
+    """
+    shape = layer_converter.output_shape(node_id)
+    channels_last = layer_converter.layer.data_format == "channels_last"
+    spatial = shape[:-1] if channels_last else shape[1:]
+    n_positions = int(np.prod(spatial))
+    name = f"{layer_converter.layer.name}.{node_id}"
+    one = nengo.Node([1], label=f"{name}.bias")
+    ones = nengo.Node(size_in=n_positions, label=f"{name}.bias_ones")
+    spread = nengo.Connection(one, ones, transform=np.ones((n_positions, 1)), synapse=None)
+    layer_converter.set_trainable(spread, False)
+    kernel = nengo.Convolution(
+        n_filters=len(biases),
+        input_shape=(*spatial, 1) if channels_last else (1, *spatial),
+        kernel_size=(1,) * len(spatial),
+        strides=(1,) * len(spatial),
+        channels_last=channels_last,
+        init=np.reshape(biases, (1,) * len(spatial) + (1, len(biases))),
+    )
+    biased = nengo.Connection(ones, output, transform=kernel, synapse=None)
+    layer_converter.set_trainable(biased, True)
+
+
+class ChannelBiasConvolution:
+    """``convert`` of a convolution layer: neurons (or a linear node) of the layer's
+    activation, its channel biases (`add_channel_biases`) and the layer's kernel as
+    the class's ``_transform(layer, input_shape, output_shape, kernel)``."""
+
+    def convert(self, node_id):
+        if self.layer.use_bias:
+            kernel, biases = tf.keras.backend.batch_get_value((self.layer.kernel, self.layer.bias))
+        else:
+            kernel, biases = tf.keras.backend.get_value(self.layer.kernel), None
+        output = self.add_nengo_obj(node_id, activation=self.layer.activation)
+        if biases is not None:
+            add_channel_biases(self, node_id, output, biases)
+        transform = self._transform(
+            self.layer, self.input_shape(node_id), self.output_shape(node_id), kernel
+        )
+        self.add_connection(node_id, output, transform=transform, trainable=True)
+        return output
+
+
+class ConvertConv2D(ChannelBiasConvolution, nengo_dl.converter.ConvertConv2D):
+    """NengoDL's ``Conv2D`` converter with the channel biases of `add_channel_biases`:
+    the same transform, neurons and trainable parameters (the kernel and one bias per
+    channel), the biases added by a 1x1 convolution instead of a sparse matrix."""
+
+    unsupported_args = [("dilation_rate", (1, 1)), ("groups", 1)]  # nengo 3.2.0 has no groups
+
+    @staticmethod
+    def _transform(layer, input_shape, output_shape, kernel):
+        """The ``Convolution`` of ``layer`` (Keras and Nengo share the kernel layout)."""
+        return nengo.Convolution(
+            n_filters=layer.filters,
+            input_shape=input_shape,
+            kernel_size=layer.kernel_size,
+            strides=layer.strides,
+            padding=layer.padding,
+            channels_last=layer.data_format == "channels_last",
+            init=kernel,
+        )
+
+
+with warnings.catch_warnings():
+    # replacing NengoDL's own Conv2D converter is the point: not worth a warning
+    warnings.filterwarnings("ignore", message=".*already has a converter")
+    nengo_dl.Converter.register(tf.keras.layers.Conv2D)(ConvertConv2D)
+
+
 @nengo_dl.Converter.register(tf.keras.layers.Conv2DTranspose)
-class ConvertConv2DTranspose(LayerConverter):
+class ConvertConv2DTranspose(ChannelBiasConvolution, LayerConverter):
     r"""Converts ``tf.keras.layers.Conv2DTranspose`` to a transposed convolution
     transform into neurons (or a linear node) of the layer's activation.
 
@@ -93,31 +186,14 @@ class ConvertConv2DTranspose(LayerConverter):
     The output shape is taken from the Keras layer, which covers ``output_padding``:
     of the output shapes whose forward convolution gives the input shape, Keras picks
     one with ``output_padding`` and Nengo accepts any of them.  ``data_format``,
-    ``padding`` (``"same"``/``"valid"``), ``strides`` and the bias are handled as in
-    NengoDL's ``ConvertConv2D``: the bias is one trainable parameter per output
-    channel, broadcast over the spatial positions by a fixed sparse transform.
+    ``padding`` (``"same"``/``"valid"``) and ``strides`` are handled as in NengoDL's
+    ``ConvertConv2D``, the bias as in `ConvertConv2D` (`add_channel_biases`): one
+    trainable parameter per output channel.
     """
 
     has_weights = True
     unsupported_args = [("dilation_rate", (1, 1))]
     unsupported_training_args = _CONV_TRAINING_ARGS
-
-    def convert(self, node_id):
-        if self.layer.use_bias:
-            kernel, biases = tf.keras.backend.batch_get_value(
-                (self.layer.kernel, self.layer.bias)
-            )
-        else:
-            kernel, biases = tf.keras.backend.get_value(self.layer.kernel), None
-
-        output = self.add_nengo_obj(node_id, activation=self.layer.activation)
-        if biases is not None:
-            self._add_channel_biases(node_id, output, biases)
-        transform = self._transform(
-            self.layer, self.input_shape(node_id), self.output_shape(node_id), kernel
-        )
-        self.add_connection(node_id, output, transform=transform, trainable=True)
-        return output
 
     @staticmethod
     def _transform(layer, input_shape, output_shape, kernel):
@@ -133,27 +209,6 @@ class ConvertConv2DTranspose(LayerConverter):
             # Keras (kh, kw, out, in) -> Nengo (kh, kw, in, out)
             init=np.swapaxes(kernel, -1, -2),
         )
-
-    def _add_channel_biases(self, node_id, output, biases):
-        """One trainable bias per channel, added to every position of that channel."""
-        name = f"{self.layer.name}.{node_id}"
-        shape = self.output_shape(node_id)
-        bias_node = nengo.Node([1], label=f"{name}.bias")
-        bias_relay = nengo.Node(size_in=len(biases), label=f"{name}.bias_relay")
-        # trainable like any Nengo connection (as in NengoDL's ConvertConv)
-        nengo.Connection(bias_node, bias_relay, transform=biases[:, None], synapse=None)
-        channel_axis = len(shape) - 1 if self.layer.data_format == "channels_last" else 0
-        channel_of = np.indices(shape)[channel_axis].ravel()  # of each flat output
-        broadcast = nengo.Connection(
-            bias_relay,
-            output,
-            transform=nengo.Sparse(
-                (output.size_in, len(biases)),
-                indices=np.stack([np.arange(channel_of.size), channel_of], axis=1),
-            ),
-            synapse=None,
-        )
-        self.set_trainable(broadcast, False)
 
     @classmethod
     def convertible(cls, layer, converter):

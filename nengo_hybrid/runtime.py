@@ -323,3 +323,32 @@ def transfer_weights(source_sim, target_sim):
         path = Path(tmp) / "params"
         source_sim.save_params(path)
         target_sim.load_params(path)
+
+
+def load_params(sim, path):
+    """NengoDL's ``sim.load_params(path)``, refusing with the file's name a file whose
+    arrays do not fit ``sim``'s parameters (NengoDL would fail on the first misfit
+    with TensorFlow's words, or load arrays of the same size into the wrong shape).
+
+    Parameters saved before convolutions' channel biases became 1x1 kernels
+    (`nengo_hybrid.converters.add_channel_biases`) hold them as ``(C, 1)`` arrays:
+    such files belong to an older network layout and are refused here too.
+    """
+    file = Path(f"{path}.npz")
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: no saved parameters there")
+    expected = [tuple(w.shape) for w in sim.keras_model.weights]
+    with np.load(file) as saved:
+        shapes = [tuple(saved[f"arr_{i}"].shape) for i in range(len(saved.files))]
+    if shapes != expected:
+        where = next((i for i, (a, b) in enumerate(zip(shapes, expected)) if a != b),
+                     min(len(shapes), len(expected)))
+        raise ValueError(
+            f"{file}: parameters of another network ({len(shapes)} arrays, this network has "
+            f"{len(expected)}; array {where} is "
+            f"{shapes[where] if where < len(shapes) else 'missing'} where this network has "
+            f"{expected[where] if where < len(expected) else 'nothing'}). Was it saved from "
+            "another model, or by a nengo-hybrid older than 1x1-kernel channel biases? "
+            "Rerun the stage that wrote it (without --resume)."
+        )
+    sim.load_params(path)

@@ -29,7 +29,7 @@ from nengo_hybrid.families import convert, get_family
 from nengo_hybrid.losses import LastTimesteps, ReadoutWindows, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
-from nengo_hybrid.runtime import COUNT_LAG
+from nengo_hybrid.runtime import COUNT_LAG, load_params
 from nengo_hybrid.simulation import iterate_predictions, predict
 
 
@@ -164,7 +164,7 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
 
 
 def _restore(sim, optimizer_checkpoint, folder):
-    sim.load_params(folder / "params")
+    load_params(sim, folder / "params")
     optimizer_checkpoint.read(str(folder / "optimizer")).assert_existing_objects_matched()
 
 
@@ -291,7 +291,7 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         if after_epoch is not None:
             after_epoch(state["epoch"], sim)
     if settings.patience and (run_dir / "best.npz").exists():
-        sim.load_params(run_dir / "best")  # restore the best epoch's weights
+        load_params(sim, run_dir / "best")  # restore the best epoch's weights
     result = {"history": state["history"], "epochs": state["epoch"], "best_epoch": state.get("best_epoch")}
     if groups is not None:
         result["validation_groups"] = state["validation_groups"]
@@ -638,7 +638,7 @@ def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=Tru
     chunk = 4 * config.eval_batch
     with converted.simulator(minibatch_size=config.eval_batch,
                              spike_counts=config.eval_steps if count_here else False) as sim:
-        sim.load_params(params)
+        load_params(sim, params)
         for start in range(0, len(x), chunk):
             part = x[start:start + chunk]
             inputs = converted.inputs(part, n_steps, settings.encoding, config.seed,
@@ -655,7 +655,7 @@ def spiking_evaluation(model, config, params, x, thresholds=None, with_rates=Tru
     elif with_rates:
         # the rates are wanted on fewer examples
         with converted.simulator(minibatch_size=config.eval_batch, spike_counts=True) as sim:
-            sim.load_params(params)
+            load_params(sim, params)
             rates = converted.firing_rates(sim, x[:rate_examples], config.eval_steps, settings.encoding,
                                            config.seed)
     return {"outputs": sweep[config.eval_steps], "sweep": sweep, "rates": rates}
@@ -665,7 +665,7 @@ def ann_outputs(model, config, params, x):
     """The ANN's (rate family, one timestep) output on ``x`` with ``params``."""
     ann = network(model, config, "rate")
     with ann.simulator(config.eval_batch, n_steps=1) as sim:
-        sim.load_params(params)
+        load_params(sim, params)
         return predict_output(ann, sim, x, 1)
 
 
@@ -788,7 +788,7 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
     tuning_regularization = stage_regularization(config.finetune)
     with tuning.simulator(config.finetune.batch_size, n_steps=config.finetune.n_steps,
                           layer_probes=tuning_regularization is not None) as sim:
-        sim.load_params(ann_params)
+        load_params(sim, ann_params)
         result = train(tuning, sim, x_train, y_train, finetuning_loss(config, task_loss),
                        config.finetune, out_dir / "checkpoints" / name,
                        regularization=tuning_regularization, augment=augment, resume=resume,

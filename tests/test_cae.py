@@ -141,8 +141,8 @@ def test_conv2d_transpose_weights_train_in_nengo_dl():
     converted = nh.convert(model, "rate")
     with converted.simulator(minibatch_size=4, n_steps=1) as sim:
         trainable = sim.keras_model.trainable_weights
-        # the kernel and the per-channel bias are trainable; the broadcast is not
-        assert sorted(tuple(w.shape) for w in trainable) == [(2, 1), (3, 3, 3, 2)]
+        # the kernel and the per-channel bias (`add_channel_biases`) are trainable
+        assert sorted(tuple(w.shape) for w in trainable) == [(1, 1, 1, 2), (3, 3, 3, 2)]
         before = [w.numpy() for w in trainable]
         converted.compile(sim, tf.optimizers.SGD(0.1), tf.losses.mse)
         sim.fit(converted.inputs(x), converted.targets(np.ones((4, 10, 8, 2))), epochs=1,
