@@ -64,6 +64,8 @@ SETTINGS = {
     "grappler-off": {},
     "loop-10": {},
 }
+# settings the worker makes in its own code rather than by environment: each is its flag
+WORKER_FLAGS = ("unfused", "grappler-off", "loop-10")
 LOOP_UNROLL = 10
 
 
@@ -176,8 +178,9 @@ def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=Non
         peak = memory.peak()
     image_steps = n * steps
     times, counts = op_times(trace) if trace else ({}, {})
-    return {"op_ms_per_image_step": {k: v / image_steps for k, v in times.items()},
-            "op_runs_per_step": {k: v / (minibatches * steps) for k, v in counts.items()},
+    return {
+        "op_ms_per_image_step": {k: v / image_steps for k, v in times.items()},
+        "op_runs_per_step": {k: v / (minibatches * steps) for k, v in counts.items()},
         "steps": steps, "images": n, "batch": batch, "warm_up_s": warm_s, "wall_s": wall,
         "ms_per_image_step": 1e3 * wall / image_steps,
         "user_ms_per_image_step": 1e3 * (after.ru_utime - before.ru_utime) / image_steps,
@@ -194,7 +197,7 @@ def run_worker(args, steps, setting):
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--worker", str(out), "--worker-steps", str(steps),
                "--minibatches", str(args.minibatches), "--data", str(args.data or "")]
-    if setting in ("unfused", "grappler-off", "loop-10"):
+    if setting in WORKER_FLAGS:
         command.append(f"--{setting}")
     if args.trace:
         command += ["--trace", str(out.with_suffix(".trace"))]
@@ -227,9 +230,8 @@ def main(argv=None):
     parser.add_argument("--out", default="results/benchmarks/hybrid_step.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one process
     parser.add_argument("--worker-steps", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--unfused", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--grappler-off", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--loop-10", action="store_true", help=argparse.SUPPRESS)
+    for flag in WORKER_FLAGS:
+        parser.add_argument(f"--{flag}", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trace", nargs="?", const=True, default=None,
                         help="record the timed epoch with TensorFlow's profiler")
     args = parser.parse_args(argv)
