@@ -22,14 +22,14 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from nengo_hybrid.atomic import json_default, replacing, write_json
+from nengo_hybrid.atomic import json_default, write_json
 from nengo_hybrid.balancing import apply_thresholds, balance_thresholds
 from nengo_hybrid.encoding import draw_seed
 from nengo_hybrid.families import convert, get_family
 from nengo_hybrid.losses import LastTimesteps, ReadoutWindows, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
-from nengo_hybrid.runtime import COUNT_LAG, load_params
+from nengo_hybrid.runtime import COUNT_LAG, load_params, save_params
 from nengo_hybrid.simulation import iterate_predictions, predict
 
 
@@ -136,8 +136,8 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
     """Saves parameters and optimizer after every epoch, then the state that points to
     them.
 
-    Parameters go through NengoDL's ``save_params`` (every weight, in the simulator's
-    order), the optimizer through a TensorFlow checkpoint.  The state file is replaced
+    Parameters go through `nengo_hybrid.runtime.save_params` (every weight, in the
+    simulator's order), the optimizer through a TensorFlow checkpoint.  The state file is replaced
     last, so a run killed at any moment leaves a state naming a complete checkpoint.
     """
 
@@ -155,7 +155,7 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
         previous = self.state.get("checkpoint")
         folder = f"epoch{epoch + 1:04d}"
         (self.directory / folder).mkdir(parents=True, exist_ok=True)
-        self.sim.save_params(self.directory / folder / "params")
+        save_params(self.sim, self.directory / folder / "params")
         self.optimizer_checkpoint.write(str(self.directory / folder / "optimizer"))
         self.state["checkpoint"] = folder
         write_json(self.directory / "state.json", self.state)
@@ -452,9 +452,7 @@ class _EarlyStoppingState(tf.keras.callbacks.Callback):
         if self.state["best"] is not None and val >= self.state["best"]:
             return False
         self.state.update(best=float(val), wait=0, best_epoch=epoch + 1)
-        with replacing(self.run_dir / "best.npz") as tmp:
-            # NengoDL appends ".npz" to the name it is given
-            self.sim.save_params(tmp.with_suffix(""))
+        save_params(self.sim, self.run_dir / "best")
         return True
 
 
@@ -718,7 +716,7 @@ def ann_stage(model, config, x_train, y_train, task_loss, out_dir, *, regulariza
         result = train(ann, sim, x_train, y_train, task_loss, config.ann, out_dir / "checkpoints" / "ann",
                        regularization=regularization, augment=augment, resume=resume, label="ann",
                        groups=groups)
-        sim.save_params(out_dir / "ann")
+        save_params(sim, out_dir / "ann")
     return result
 
 
@@ -794,7 +792,7 @@ def run_stages(model, config, x_train, y_train, x_test, task_loss, out_dir, *,
                        regularization=tuning_regularization, augment=augment, resume=resume,
                        label=name, groups=groups, encoding=settings.encoding)
         histories[name] = result["history"]
-        sim.save_params(out_dir / name)
+        save_params(sim, out_dir / name)
     timings[f"{name}_s"] = time.time() - start
 
     start = time.time()

@@ -115,6 +115,26 @@ def test_brightness_and_contrast_move_the_pixels_as_stated_and_no_box():
     np.testing.assert_allclose(scaled.reshape(6, -1).mean(axis=1), images.reshape(6, -1).mean(axis=1), atol=1e-6)
 
 
+def test_jitter_of_many_images_is_the_formula_to_the_bit():
+    """Over more images than `_jitter` takes at a time (the last lot partial), mirrored
+    views and pixels that reach the clip: the pixels of the formula computed at once."""
+    rng = np.random.RandomState(5)
+    images = rng.uniform(0, 1, size=(37, 6, 7, 3)).astype(np.float32)
+    boxes = rng.uniform(0, 1, size=(37, 4)).astype(np.float32)
+    augmentation = BoxAugmentation(flip=0.5, max_zoom=0.0, brightness=0.3, contrast=0.5)
+    jittered, _ = augmentation(images, boxes, np.random.RandomState(2))
+    draws = np.random.RandomState(2)
+    mirrored = draws.uniform(size=37) < 0.5
+    seen = np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)
+    contrast = draws.uniform(0.5, 1.5, size=37)[:, None, None, None]
+    brightness = draws.uniform(-0.3, 0.3, size=37)[:, None, None, None]
+    mean = seen.mean(axis=(1, 2, 3), keepdims=True)
+    expected = np.clip((seen - mean) * contrast + mean + brightness, 0, 1).astype(np.float32)
+    assert 0 < (expected == 0).sum() and 0 < (expected == 1).sum()  # both clips reached
+    assert jittered.dtype == np.float32
+    np.testing.assert_array_equal(jittered, expected)
+
+
 def test_disabled_jitter_draws_nothing():
     images = painted(np.array([[0.2, 0.1, 0.8, 0.9]] * 4, dtype=np.float32))
     boxes = np.array([[0.2, 0.1, 0.8, 0.9]] * 4, dtype=np.float32)

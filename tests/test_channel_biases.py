@@ -1,12 +1,14 @@
 """Convolutions' channel biases in the converted network (`add_channel_biases`): one
 trainable value per channel, the value and the gradient of Keras's bias."""
 
+import zipfile
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import nengo_hybrid as nh
-from nengo_hybrid.runtime import load_params
+from nengo_hybrid.runtime import load_params, save_params
 
 LAYERS = {
     "Conv2D": lambda: tf.keras.layers.Conv2D(2, 3, strides=2, padding="same", activation="relu"),
@@ -87,5 +89,30 @@ def test_parameters_saved_with_per_channel_column_biases_are_refused_naming_the_
         for w in sim.keras_model.trainable_weights:
             w.assign(tf.zeros_like(w))
         load_params(sim, tmp_path / "own")
+        for a, b in zip(before, sim.keras_model.weights):
+            np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_saved_parameters_are_nengo_dls_file_uncompressed_and_load_back_exactly(tmp_path):
+    """`save_params` writes the arrays NengoDL's ``save_params`` writes (its own
+    ``load_params`` reads them), uncompressed, and nothing beside the file."""
+    model, _ = one_layer("Conv2D")
+    converted = nh.convert(model, "rate")
+    with converted.simulator(minibatch_size=1, n_steps=1) as sim:
+        for w in sim.keras_model.trainable_weights:  # values no initialiser gives
+            w.assign(tf.random.stateless_normal(w.shape, seed=(1, 2)))
+        before = [w.numpy() for w in sim.keras_model.weights]
+        save_params(sim, tmp_path / "ours")
+        sim.save_params(tmp_path / "nengo_dl")
+        with np.load(tmp_path / "ours.npz") as ours, np.load(tmp_path / "nengo_dl.npz") as theirs:
+            assert ours.files == theirs.files
+            for name in ours.files:
+                np.testing.assert_array_equal(ours[name], theirs[name])
+        with zipfile.ZipFile(tmp_path / "ours.npz") as archive:
+            assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["nengo_dl.npz", "ours.npz"]
+        for w in sim.keras_model.trainable_weights:
+            w.assign(tf.zeros_like(w))
+        sim.load_params(tmp_path / "ours")  # NengoDL's own reader
         for a, b in zip(before, sim.keras_model.weights):
             np.testing.assert_array_equal(a, b.numpy())
