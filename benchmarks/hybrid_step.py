@@ -33,7 +33,11 @@ The profiler drops events beyond its buffer: trace one or two minibatches, and c
 that the runs per timestep agree between rows.
 
 Prints every row's ms per image-step and its ratio to the default setting at the same
-steps, and the ratio of each steps value to the first (linear in T: 1.0 per image-step).
+steps, and the ratio of each steps value to the first (linear in T: 1.0 per image-step),
+and how much of the forward pass the step differentiates (`backward_coverage`): the cost
+per image-step grows from 10 to 30 timesteps because the part of the graph that runs does
+(TensorFlow prunes the forward ops no gradient needs as well), so the user CPU time over
+the coverage, the cost of a whole step, is printed beside it.
 Writes ``results/benchmarks/hybrid_step.json``.
 """
 
@@ -124,6 +128,25 @@ def op_times(logdir):
     return times, counts
 
 
+def backward_coverage(sim):
+    """How much of the forward pass the training step differentiates: the number of
+    kernel gradients (``Conv2DBackpropFilter``) over the number of convolutions
+    (``Conv2D``) in the graph of ``sim``'s Keras training function (traced: call after a
+    fit).  TensorFlow builds a gradient only where a path leads to the loss, and a
+    layer's activity at step t reaches the output only after the synapses between them
+    have passed it on, so the last few steps of the lower layers have no gradient: at
+    few timesteps that is much of the backward pass.  None if the timesteps run in a
+    loop (its body is another graph)."""
+    import collections
+
+    function = sim.keras_model.train_function
+    graph = function._list_all_concrete_functions_for_serialization()[0].graph
+    counts = collections.Counter(op.type for op in graph.get_operations())
+    if counts["While"] or not counts["Conv2D"]:
+        return None
+    return counts["Conv2DBackpropFilter"] / counts["Conv2D"]
+
+
 def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=None):
     """One process: the paper profile's hybrid training graph at ``steps`` timesteps,
     one warm-up epoch of ``minibatches`` minibatches and one timed; the timed epoch's
@@ -165,6 +188,7 @@ def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=Non
         data = converted.dataset(sim, x, targets.standardise(boxes), None, steps)
         sim.fit(data, epochs=1, shuffle=False, verbose=0)  # warm-up: tracing, compiling
         warm_s = time.perf_counter() - build_start
+        coverage = backward_coverage(sim)
         memory = PeakMemory()
         before = resource.getrusage(resource.RUSAGE_SELF)
         if trace:
@@ -182,6 +206,7 @@ def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=Non
         "op_ms_per_image_step": {k: v / image_steps for k, v in times.items()},
         "op_runs_per_step": {k: v / (minibatches * steps) for k, v in counts.items()},
         "steps": steps, "images": n, "batch": batch, "warm_up_s": warm_s, "wall_s": wall,
+        "backward_coverage": coverage,
         "ms_per_image_step": 1e3 * wall / image_steps,
         "user_ms_per_image_step": 1e3 * (after.ru_utime - before.ru_utime) / image_steps,
         "system_ms_per_image_step": 1e3 * (after.ru_stime - before.ru_stime) / image_steps,
@@ -253,7 +278,9 @@ def main(argv=None):
             rows.append(row)
             print(f"   {row['ms_per_image_step']:.3f} ms per image-step (user {row['user_ms_per_image_step']:.3f}, "
                   f"system {row['system_ms_per_image_step']:.3f}), {row['minor_faults_per_image_step']:.0f} "
-                  f"page faults per image-step, peak {row['peak_rss_gib']:.2f} GiB", flush=True)
+                  f"page faults per image-step, peak {row['peak_rss_gib']:.2f} GiB; kernel gradients for "
+                  + (f"{row['backward_coverage']:.0%}" if row["backward_coverage"] is not None else "? (a loop)")
+                  + " of the convolutions", flush=True)
     print("\nsetting / steps: ms per image-step (x default at these steps; x the same setting at "
           f"{args.steps[0]} steps)")
     by_key = {(r["setting"], r["steps"]): r for r in rows}
@@ -263,8 +290,12 @@ def main(argv=None):
         first = by_key.get((row["setting"], args.steps[0]))
         row["ratio_to_default"] = ms / default["ms_per_image_step"] if default else None
         row["ratio_to_first_steps"] = ms / first["ms_per_image_step"] if first else None
+        coverage = row["backward_coverage"]
+        # TensorFlow also prunes the forward ops no gradient needs: the user CPU time per
+        # image-step over the coverage is the cost of a whole step
+        whole = f"; user {row['user_ms_per_image_step'] / coverage:.2f} ms per whole step" if coverage else ""
         print(f"  {row['setting']:>16} / {row['steps']:>3}: {ms:.3f} ms "
-              f"(x{row['ratio_to_default'] or float('nan'):.2f}; x{row['ratio_to_first_steps']:.2f})")
+              f"(x{row['ratio_to_default'] or float('nan'):.2f}; x{row['ratio_to_first_steps']:.2f}{whole})")
     if args.trace:
         print_op_table(rows)
     write_json(args.out, {"rows": rows, "settings": {k: SETTINGS[k] for k in args.settings},
