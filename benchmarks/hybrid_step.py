@@ -128,25 +128,6 @@ def op_times(logdir):
     return times, counts
 
 
-def backward_coverage(sim):
-    """How much of the forward pass the training step differentiates: the number of
-    kernel gradients (``Conv2DBackpropFilter``) over the number of convolutions
-    (``Conv2D``) in the graph of ``sim``'s Keras training function (traced: call after a
-    fit).  TensorFlow builds a gradient only where a path leads to the loss, and a
-    layer's activity at step t reaches the output only after the synapses between them
-    have passed it on, so the last few steps of the lower layers have no gradient: at
-    few timesteps that is much of the backward pass.  None if the timesteps run in a
-    loop (its body is another graph)."""
-    import collections
-
-    function = sim.keras_model.train_function
-    graph = function._list_all_concrete_functions_for_serialization()[0].graph
-    counts = collections.Counter(op.type for op in graph.get_operations())
-    if counts["While"] or not counts["Conv2D"]:
-        return None
-    return counts["Conv2DBackpropFilter"] / counts["Conv2D"]
-
-
 def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=None):
     """One process: the paper profile's hybrid training graph at ``steps`` timesteps,
     one warm-up epoch of ``minibatches`` minibatches and one timed; the timed epoch's
@@ -159,7 +140,7 @@ def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=Non
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
     import locnet
-    from step_timing import PeakMemory
+    from step_timing import PeakMemory, backward_coverage
 
     from nengo_hybrid import localisation
     from nengo_hybrid.experiment import seed_everything

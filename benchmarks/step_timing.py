@@ -1,6 +1,7 @@
 """Timing one training step and the peak resident memory it needs (Linux ``/proc``),
 for the benchmarks that run in either virtual environment (standard library only)."""
 
+import collections
 import gc
 import statistics
 import time
@@ -75,3 +76,20 @@ def timed_run(step, repeats, check):
         "grad_norm0": float(grad0),
     }
     return result, out0, counts
+
+
+def backward_coverage(sim):
+    """How much of the forward pass the training step differentiates: the number of
+    kernel gradients (``Conv2DBackpropFilter``) over the number of convolutions
+    (``Conv2D``) in the graph of ``sim``'s Keras training function (traced: call after a
+    fit).  TensorFlow builds a gradient only where a path leads to the loss, and a
+    layer's activity at step t reaches the output only after the synapses between them
+    have passed it on, so the last few steps of the lower layers have no gradient: at
+    few timesteps that is much of the backward pass.  None if the timesteps run in a
+    loop (its body is another graph)."""
+    function = sim.keras_model.train_function
+    graph = function._list_all_concrete_functions_for_serialization()[0].graph
+    counts = collections.Counter(op.type for op in graph.get_operations())
+    if counts["While"] or not counts["Conv2D"]:
+        return None
+    return counts["Conv2DBackpropFilter"] / counts["Conv2D"]
