@@ -1,13 +1,16 @@
-"""Is hybrid fine-tuning at LocNet's paper size bit-reproducible, within one process and
+"""Is hybrid fine-tuning at the paper's size bit-reproducible, within one process and
 across processes?  (Issue 12 §3: the XLA-fused hybrid step drifts by ~1e-8 between runs.)
 
     python benchmarks/determinism.py --run results/locnet [--processes 4] [--repeats 2]
                                      [--minibatches 3] [--unfused] [--rate-terms]
                                      [--xla-dump DIR] [--data DIR]
                                      [--preludes none ann-fit ...]
+    python benchmarks/determinism.py --run results/cae --experiment cae [--budget short]
+                                     [--sgd-step] [--fixed-order-sums] [--env VAR=VALUE ...]
 
 Takes a finished LocNet run (its ``config.json``, ``targets.json`` and trained ``ann``
-parameters) and starts ``--processes`` fresh processes.  Each builds the hybrid training
+parameters; with ``--experiment cae`` a finished CAE run, fine-tuned at its ``--budget``,
+on real training slices) and starts ``--processes`` fresh processes.  Each builds the hybrid training
 graph once (fused, or ``--unfused``; with the run's rate terms and their layer probes if its
 hybrid stage has them, or with ``--rate-terms``), then ``--repeats`` times: loads the trained ANN, zeroes
 Adam's state and fits the same ``--minibatches`` augmented minibatches (drawn once, from a
@@ -27,11 +30,25 @@ does, train nothing; ``ann-fit``, the same and train it on ``PRELUDE_MINIBATCHES
 minibatches.  A process whose result differs from the first's after a prelude
 means the hybrid stage depends on what its process did before it (as a run resumed after
 its ANN stage, against the uninterrupted run).
+
+``--sgd-step`` fits one step of plain gradient descent at rate 1 instead of Adam, so the
+weights move by exactly the gradient and the variables that differ between repeats name
+the gradients that do.  ``--env VAR=VALUE`` starts every process with that variable set
+(``TF_NUM_INTEROP_THREADS=1``: one inter-op thread; ``TF_ENABLE_ONEDNN_OPTS=0``).
+``--fixed-order-sums`` is a diagnosis, not a setting for training: TensorFlow's tape adds
+the gradients a tensor receives from its several consumers (a weight's, one per timestep)
+with one ``AddN``, and the CPU kernel of ``AddN`` accumulates into whichever input buffer no
+other op still holds, moving that input to the front of the sum, so the order of the
+additions follows the scheduler.  The worker then sums those gradients as a chain of
+two-input adds in a fixed order (a + b is b + a to the bit) and turns Grappler's arithmetic
+optimiser off, which would fold the chain back into an ``AddN``.  It replaces
+``gen_math_ops.add_n`` in the worker process only.
 """
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -48,11 +65,40 @@ import locnet  # noqa: E402
 
 from nengo_hybrid import localisation, report  # noqa: E402
 from nengo_hybrid.atomic import write_json  # noqa: E402
+from nengo_hybrid.experiment import seed_everything  # noqa: E402
 from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
 
 
 PRELUDES = ("none", "ann-build", "ann-fit")
 PRELUDE_MINIBATCHES = 4
+EXPERIMENTS = ("locnet", "cae")
+
+
+def sum_gradients_in_fixed_order():
+    """Diagnosis (``--fixed-order-sums``): gradient sums as a fixed chain of two-input adds.
+
+    TensorFlow's CPU ``AddN`` writes its result into the first input buffer that no
+    other op holds and adds that input first, so the same ``AddN`` of three or more
+    tensors can round differently from one run to the next.  The tape calls
+    ``gen_math_ops.add_n`` when it adds the gradients of a tensor's consumers; here that
+    becomes ``((g0 + g1) + g2) + ...``, and Grappler's arithmetic optimiser, which would
+    rewrite the chain into one ``AddN``, is off.  For this process only.
+    """
+    import functools
+
+    import tensorflow as tf
+    from tensorflow.python.ops import gen_math_ops
+
+    add_n = gen_math_ops.add_n
+
+    def chained(inputs, name=None):
+        inputs = list(inputs)
+        if len(inputs) <= 2:  # two terms sum alike in either order
+            return add_n(inputs, name=name)
+        return functools.reduce(tf.math.add, inputs)
+
+    gen_math_ops.add_n = chained
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
 
 
 def prelude(kind, model, config, x_train, y_train, loss, regularization):
@@ -72,22 +118,18 @@ def prelude(kind, model, config, x_train, y_train, loss, regularization):
                     verbose=0)
 
 
-def worker(run_dir, root, repeats, minibatches, fused, out, rate_terms=False, before="none"):
-    """One process: do the ``before`` prelude, build the training graph once, fit the same
-    minibatches ``repeats`` times from the trained ANN, save the first fit's parameters to
-    ``out`` (.npz) and return the largest difference of every later fit from the first."""
-    import tensorflow as tf
-
+def locnet_fit(run_dir, root, minibatches, fused, rate_terms, before):
+    """LocNet's hybrid stage as the paper profile trains it: (config, model, minibatches'
+    inputs and targets, loss, rate regularisation or None), after the ``before`` prelude."""
     from nengo_hybrid.augment import PixelOffset
-    from nengo_hybrid.experiment import seed_everything
     from nengo_hybrid.losses import StandardisedBoxLoss
-    from nengo_hybrid.stages import finetuning_loss, network
+    from nengo_hybrid.stages import finetuning_loss
     from nengo_hybrid.targets import StandardisedTargets
 
     config = report.config_from_json(locnet.LocNetConfig, json.loads((run_dir / "config.json").read_text()))
     config = replace(config, spiking=replace(config.spiking, fuse_with_xla=fused))
     seed_everything(config.seed)
-    (x_train, y_train, _), _ = localisation.load_split(config, root)
+    (x_train, y_train, _), _ = localisation.load_split(config, root / "caltech101")
     targets = StandardisedTargets.from_json(json.loads((run_dir / "targets.json").read_text()))
     model = locnet.make_model(config, x_train.shape[1:])
     augment = targets.augmentation(PixelOffset(config.augmentation(), config.pixel_offset))
@@ -96,28 +138,80 @@ def worker(run_dir, root, repeats, minibatches, fused, out, rate_terms=False, be
     # the rate terms and their layer probes as the paper profile's hybrid stage has them
     regularization = config.regularization() if config.finetune.rate_terms or rate_terms else None
     box_loss = StandardisedBoxLoss(targets.mean, targets.spread, config.iou_weight)
-    prelude(before, model, config, x_train, targets.standardise(y_train), box_loss, config.regularization() if config.ann.rate_terms else None)
-    loss = finetuning_loss(config, box_loss)
+    prelude(before, model, config, x_train, targets.standardise(y_train), box_loss,
+            config.regularization() if config.ann.rate_terms else None)
+    return config, model, xs, ys, finetuning_loss(config, box_loss), regularization
+
+
+def cae_fit(run_dir, root, minibatches, fused, budget):
+    """The CAE's hybrid stage at ``budget`` ("long" or "short") on real training slices
+    (a seeded draw of ``minibatches`` minibatches): (config, model, inputs, targets, loss,
+    None)."""
+    import cae
+
+    from data_prep.hippocampus import msd_folders, split_subjects
+    from nengo_hybrid import segmentation
+    from nengo_hybrid.stages import finetuning_loss
+
+    config = report.config_from_json(cae.CAEConfig, json.loads((run_dir / "config.json").read_text()))
+    if budget == "short":
+        config = config.short_budget()
+    config = replace(config, spiking=replace(config.spiking, fuse_with_xla=fused))
+    seed_everything(config.seed)
+    images, labels = msd_folders(root / "msd_hippocampus")
+    ids = segmentation.subject_ids(images, labels, config.max_subjects)
+    train_ids, _ = split_subjects(ids, config.test_fraction, config.seed)
+    train = segmentation.load(config, images, labels, ids).select(train_ids)
+    chosen = np.random.RandomState(1).permutation(len(train.images))[:minibatches * config.finetune.batch_size]
+    model = cae.make_model(config, train.images.shape[1:])
+    return config, model, train.images[chosen], train.masks[chosen], finetuning_loss(config, config.loss()), None
+
+
+def worker(run_dir, root, options, out):
+    """One process: build the training graph once, fit the same minibatches
+    ``options.repeats`` times from the trained ANN, save the first fit's parameters to
+    ``out`` (.npz) and return the largest difference of every later fit from the first."""
+    import tensorflow as tf
+
+    from nengo_hybrid.stages import network
+
+    if options.fixed_order_sums:
+        sum_gradients_in_fixed_order()
+    fused = not options.unfused
+    if options.experiment == "cae":
+        config, model, xs, ys, loss, regularization = cae_fit(run_dir, root, options.minibatches, fused,
+                                                              options.budget)
+    else:
+        config, model, xs, ys, loss, regularization = locnet_fit(run_dir, root, options.minibatches, fused,
+                                                                 options.rate_terms, options.before)
     tuning = network(model, config, config.spiking.finetuned_family, None)
     first, differences = None, []
     with tuning.simulator(config.finetune.batch_size, n_steps=config.finetune.n_steps,
                           layer_probes=regularization is not None) as sim:
-        optimizer = tf.optimizers.Adam(config.finetune.learning_rate)
+        # one plain step at rate 1 moves every weight by its gradient, so the weights that
+        # differ between repeats are the gradients that do
+        optimizer = (tf.optimizers.SGD(1.0) if options.sgd_step
+                     else tf.optimizers.Adam(config.finetune.learning_rate))
         tuning.compile(sim, optimizer, loss, regularization=regularization)
         optimizer.build(sim.keras_model.trainable_variables)
         data = tuning.dataset(sim, xs, ys, regularization, config.finetune.n_steps)
-        for repeat in range(repeats):
+        names = [variable.name for variable in sim.keras_model.trainable_weights]
+        for repeat in range(options.repeats):
             start = time.time()
             sim.load_params(run_dir / "ann")
             for variable in optimizer.variables:
                 variable.assign(tf.zeros_like(variable))
             sim.fit(data, epochs=1, shuffle=False, verbose=0)
             weights = [w.numpy() for w in sim.keras_model.trainable_weights]
+            digest = hashlib.sha1(b"".join(w.tobytes() for w in weights)).hexdigest()[:12]
+            line = f"  repeat {repeat + 1}/{options.repeats}: {time.time() - start:.0f} s, weights sha1 {digest}"
             if first is None:
                 first = weights
             else:
                 differences.append(max(float(np.abs(a - b).max()) for a, b in zip(first, weights)))
-            print(f"  repeat {repeat + 1}/{repeats}: {time.time() - start:.0f} s", flush=True)
+                differing = [name for name, a, b in zip(names, first, weights) if np.any(a != b)]
+                line += f"; {len(differing)} of {len(names)} variables differ from the first fit"
+            print(line, flush=True)
     np.savez(out, *first)
     return differences
 
@@ -132,25 +226,35 @@ def compare(reference, other):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_argument(parser)
-    parser.add_argument("--run", required=True, help="a finished LocNet run (config.json, targets.json, ann)")
+    parser.add_argument("--run", required=True, help="a finished run (config.json, ann; LocNet's targets.json)")
+    parser.add_argument("--experiment", choices=EXPERIMENTS, default="locnet")
+    parser.add_argument("--budget", choices=("long", "short"), default="short",
+                        help="the CAE's fine-tuning budget (default: short)")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--minibatches", type=int, default=3)
     parser.add_argument("--unfused", action="store_true", help="train without the XLA-fused step")
     parser.add_argument("--rate-terms", action="store_true",
                         help="train with the run's rate terms (and layer probes) even if its hybrid stage has none")
+    parser.add_argument("--sgd-step", action="store_true",
+                        help="plain gradient descent at rate 1 instead of Adam (the weights move by the gradient)")
+    parser.add_argument("--fixed-order-sums", action="store_true",
+                        help="diagnosis: the tape's gradient sums as a fixed chain of two-input adds")
+    parser.add_argument("--env", nargs="+", default=[], metavar="VAR=VALUE",
+                        help="environment variables every process starts with")
     parser.add_argument("--xla-dump", default=None, help="each process writes XLA's HLO and IR to DIR/process<i>")
     parser.add_argument("--preludes", nargs="+", choices=PRELUDES, default=None,
-                        help="one process per entry, each doing this before the hybrid graph is built")
+                        help="LocNet: one process per entry, each doing this before the hybrid graph is built")
     parser.add_argument("--out", default="results/benchmarks/determinism.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one process's .npz
     parser.add_argument("--before", default="none", choices=PRELUDES, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
     run_dir = Path(args.run)
-    root = data_dir(args.data) / "caltech101"
+    if args.preludes and args.experiment != "locnet":
+        parser.error("--preludes is for LocNet runs")
+    settings = dict(variable.split("=", 1) for variable in args.env)
     if args.worker:
-        differences = worker(run_dir, root, args.repeats, args.minibatches, not args.unfused, args.worker,
-                             args.rate_terms, args.before)
+        differences = worker(run_dir, data_dir(args.data), args, args.worker)
         Path(args.worker).with_suffix(".json").write_text(json.dumps(differences))
         return 0
 
@@ -159,17 +263,17 @@ def main(argv=None):
     processes = []
     with tempfile.TemporaryDirectory() as folder:
         for index, before in enumerate(preludes):
-            print(f"process {index + 1}/{len(preludes)} ({mode}, prelude {before}):", flush=True)
+            print(f"process {index + 1}/{len(preludes)} ({args.experiment}, {mode}, prelude {before}):", flush=True)
             out = Path(folder) / f"process{index}.npz"
-            command = [sys.executable, __file__, "--run", str(run_dir), "--repeats", str(args.repeats),
+            command = [sys.executable, __file__, "--run", str(run_dir), "--experiment", args.experiment,
+                       "--budget", args.budget, "--repeats", str(args.repeats),
                        "--minibatches", str(args.minibatches), "--worker", str(out), "--before", before]
             if args.data:
                 command += ["--data", str(args.data)]
-            if args.unfused:
-                command.append("--unfused")
-            if args.rate_terms:
-                command.append("--rate-terms")
-            env = dict(os.environ)
+            for flag in ("unfused", "rate_terms", "sgd_step", "fixed_order_sums"):
+                if getattr(args, flag):
+                    command.append("--" + flag.replace("_", "-"))
+            env = {**os.environ, **settings}
             if args.xla_dump:
                 dump = Path(args.xla_dump) / f"process{index}"
                 env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_dump_to={dump} --xla_dump_hlo_as_text".strip()
@@ -177,10 +281,15 @@ def main(argv=None):
             within = json.loads(out.with_suffix(".json").read_text())
             across, n_differing = compare(Path(folder) / "process0.npz", out)
             processes.append({"prelude": before, "within_process_max_diff": max(within, default=0.0),
+                              "within_process_repeats_differing": sum(d > 0 for d in within),
                               "vs_first_process_max_diff": across, "vs_first_process_weights_differing": n_differing})
-            print(f"  within the process: max |diff| {max(within, default=0.0):.3g}; against process 1: "
+            print(f"  within the process: {sum(d > 0 for d in within)} of {len(within)} later fits differ "
+                  f"from the first, max |diff| {max(within, default=0.0):.3g}; against process 1: "
                   f"max |diff| {across:.3g} in {n_differing} weights", flush=True)
-    record = {"mode": mode, "rate_terms": args.rate_terms, "xla_dump": args.xla_dump, "run": str(run_dir), "repeats": args.repeats, "minibatches": args.minibatches,
+    record = {"experiment": args.experiment, "budget": args.budget if args.experiment == "cae" else None,
+              "mode": mode, "rate_terms": args.rate_terms, "sgd_step": args.sgd_step,
+              "fixed_order_sums": args.fixed_order_sums, "env": settings, "xla_dump": args.xla_dump,
+              "run": str(run_dir), "repeats": args.repeats, "minibatches": args.minibatches,
               "processes": processes, "cpu": report.cpu(), "versions": report.versions()}
     write_json(args.out, record)
     print(f"\n{report.describe_cpu(record['cpu'])}; written to {args.out}")
