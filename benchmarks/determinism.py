@@ -35,14 +35,12 @@ its ANN stage, against the uninterrupted run).
 weights move by exactly the gradient and the variables that differ between repeats name
 the gradients that do.  ``--env VAR=VALUE`` starts every process with that variable set
 (``TF_NUM_INTEROP_THREADS=1``: one inter-op thread; ``TF_ENABLE_ONEDNN_OPTS=0``).
-``--fixed-order-sums`` is a diagnosis, not a setting for training: TensorFlow's tape adds
-the gradients a tensor receives from its several consumers (a weight's, one per timestep)
-with one ``AddN``, and the CPU kernel of ``AddN`` accumulates into whichever input buffer no
-other op still holds, moving that input to the front of the sum, so the order of the
-additions follows the scheduler.  The worker then sums those gradients as a chain of
-two-input adds in a fixed order (a + b is b + a to the bit) and turns Grappler's arithmetic
-optimiser off, which would fold the chain back into an ``AddN``.  It replaces
-``gen_math_ops.add_n`` in the worker process only.
+``--fixed-order-sums`` trains as ``TrainSettings(fixed_order_sums=True)`` does: TensorFlow's
+tape adds the gradients a weight gets from its uses (one per timestep) with one ``AddN``,
+whose CPU kernel accumulates into whichever input buffer no other op still holds and moves
+that input to the front, so the order of the additions follows the scheduler;
+`nengo_hybrid.gradients` adds them as a chain of two-input adds in a fixed order instead
+(with Grappler's arithmetic optimiser off, which would fold the chain back).
 """
 
 import nengo_hybrid  # noqa: F401, I001  (first: it quiets TensorFlow)
@@ -72,33 +70,6 @@ from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
 PRELUDES = ("none", "ann-build", "ann-fit")
 PRELUDE_MINIBATCHES = 4
 EXPERIMENTS = ("locnet", "cae")
-
-
-def sum_gradients_in_fixed_order():
-    """Diagnosis (``--fixed-order-sums``): gradient sums as a fixed chain of two-input adds.
-
-    TensorFlow's CPU ``AddN`` writes its result into the first input buffer that no
-    other op holds and adds that input first, so the same ``AddN`` of three or more
-    tensors can round differently from one run to the next.  The tape calls
-    ``gen_math_ops.add_n`` when it adds the gradients of a tensor's consumers; here that
-    becomes ``((g0 + g1) + g2) + ...``, and Grappler's arithmetic optimiser, which would
-    rewrite the chain into one ``AddN``, is off.  For this process only.
-    """
-    import functools
-
-    import tensorflow as tf
-    from tensorflow.python.ops import gen_math_ops
-
-    add_n = gen_math_ops.add_n
-
-    def chained(inputs, name=None):
-        inputs = list(inputs)
-        if len(inputs) <= 2:  # two terms sum alike in either order
-            return add_n(inputs, name=name)
-        return functools.reduce(tf.math.add, inputs)
-
-    gen_math_ops.add_n = chained
-    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
 
 
 def prelude(kind, model, config, x_train, y_train, loss, regularization):
@@ -173,10 +144,9 @@ def worker(run_dir, root, options, out):
     ``out`` (.npz) and return the largest difference of every later fit from the first."""
     import tensorflow as tf
 
+    from nengo_hybrid.gradients import FixedOrderAdam, FixedOrderSGD, fix_sum_order
     from nengo_hybrid.stages import network
 
-    if options.fixed_order_sums:
-        sum_gradients_in_fixed_order()
     fused = not options.unfused
     if options.experiment == "cae":
         config, model, xs, ys, loss, regularization = cae_fit(run_dir, root, options.minibatches, fused,
@@ -190,8 +160,12 @@ def worker(run_dir, root, options, out):
                           layer_probes=regularization is not None) as sim:
         # one plain step at rate 1 moves every weight by its gradient, so the weights that
         # differ between repeats are the gradients that do
-        optimizer = (tf.optimizers.SGD(1.0) if options.sgd_step
-                     else tf.optimizers.Adam(config.finetune.learning_rate))
+        if options.fixed_order_sums:
+            fix_sum_order()
+            optimizer = FixedOrderSGD(1.0) if options.sgd_step else FixedOrderAdam(config.finetune.learning_rate)
+        else:
+            optimizer = (tf.optimizers.SGD(1.0) if options.sgd_step
+                         else tf.optimizers.Adam(config.finetune.learning_rate))
         tuning.compile(sim, optimizer, loss, regularization=regularization)
         optimizer.build(sim.keras_model.trainable_variables)
         data = tuning.dataset(sim, xs, ys, regularization, config.finetune.n_steps)
@@ -204,7 +178,7 @@ def worker(run_dir, root, options, out):
             sim.fit(data, epochs=1, shuffle=False, verbose=0)
             weights = [w.numpy() for w in sim.keras_model.trainable_weights]
             digest = hashlib.sha1(b"".join(w.tobytes() for w in weights)).hexdigest()[:12]
-            line = f"  repeat {repeat + 1}/{options.repeats}: {time.time() - start:.0f} s, weights sha1 {digest}"
+            line = f"  repeat {repeat + 1}/{options.repeats}: {time.time() - start:.1f} s, weights sha1 {digest}"
             if first is None:
                 first = weights
             else:
@@ -239,7 +213,7 @@ def main(argv=None):
     parser.add_argument("--sgd-step", action="store_true",
                         help="plain gradient descent at rate 1 instead of Adam (the weights move by the gradient)")
     parser.add_argument("--fixed-order-sums", action="store_true",
-                        help="diagnosis: the tape's gradient sums as a fixed chain of two-input adds")
+                        help="each weight's gradient terms added in a fixed order (TrainSettings.fixed_order_sums)")
     parser.add_argument("--env", nargs="+", default=[], metavar="VAR=VALUE",
                         help="environment variables every process starts with")
     parser.add_argument("--xla-dump", default=None, help="each process writes XLA's HLO and IR to DIR/process<i>")

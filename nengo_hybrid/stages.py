@@ -26,6 +26,7 @@ from nengo_hybrid.atomic import json_default, write_json
 from nengo_hybrid.balancing import apply_thresholds, balance_thresholds
 from nengo_hybrid.encoding import draw_seed
 from nengo_hybrid.families import convert, get_family
+from nengo_hybrid.gradients import FixedOrderAdam, fix_sum_order
 from nengo_hybrid.losses import LastTimesteps, ReadoutWindows, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
@@ -86,6 +87,12 @@ class TrainSettings:
         Whether the run's firing-rate regularisation (if it has one) joins this stage's
         loss.  Off, the stage builds no per-timestep layer probes: a spiking stage
         trains faster and uses less memory.
+    fixed_order_sums : bool
+        Add each weight's per-timestep gradients in a fixed order
+        (`nengo_hybrid.gradients.FixedOrderAdam`, with Grappler's arithmetic optimiser off
+        for the rest of the process): TensorFlow's own sums follow the scheduler, so a
+        stage can differ in its last bits from one run to the next.  Off by default:
+        the tables in the README were trained without it.
     """
 
     learning_rate: float
@@ -102,6 +109,7 @@ class TrainSettings:
     plateau_min_lr: float = 1e-6
     cosine_decay: bool = False
     rate_terms: bool = True
+    fixed_order_sums: bool = False
 
     def __post_init__(self):
         if self.cosine_decay and self.plateau_patience:
@@ -253,7 +261,11 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
 
     validation = data(val_idx) if n_val else None
 
-    optimizer = tf.optimizers.Adam(settings.learning_rate)
+    if settings.fixed_order_sums:
+        fix_sum_order()  # before the training function is built and optimised
+        optimizer = FixedOrderAdam(settings.learning_rate)
+    else:
+        optimizer = tf.optimizers.Adam(settings.learning_rate)
     converted.compile(sim, optimizer, loss, regularization=regularization,
                       metrics=monitored_metrics(settings.monitor, loss))
     # the optimizer's slots exist before a checkpoint is read into them
@@ -390,7 +402,7 @@ def write_run_config(out_dir, config_dict, resume):
 
 # settings added after runs were already checkpointed, with the value that trains as those
 # runs did: a record written before a setting existed resumes under that value
-ADDED_SETTINGS = {"cosine_decay": False}
+ADDED_SETTINGS = {"cosine_decay": False, "fixed_order_sums": False}
 
 
 def _differences(old, new, prefix=""):

@@ -211,17 +211,19 @@ def test_a_resumed_run_refuses_a_changed_configuration(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["hybrid"]["learning_rate"] == 0.001
 
 
-def test_a_run_checkpointed_before_cosine_decay_existed_resumes(tmp_path):
-    """A configuration written before `TrainSettings.cosine_decay` existed has no such key:
-    it resumes under cosine_decay=False (how it trained), and is refused under True."""
+@pytest.mark.parametrize("added", ["cosine_decay", "fixed_order_sums"])
+def test_a_run_checkpointed_before_a_setting_existed_resumes(tmp_path, added):
+    """A configuration written before a `TrainSettings` field (``cosine_decay``,
+    ``fixed_order_sums``) existed has no such key: it resumes under False (how it
+    trained), and is refused under True."""
     before = dataclasses.asdict(TrainSettings(0.01, epochs=3))
-    del before["cosine_decay"]
+    del before[added]
     write_run_config(tmp_path, {"seed": 0, "ann": before}, resume=False)
     write_run_config(tmp_path, {"seed": 0, "ann": dataclasses.asdict(TrainSettings(0.01, epochs=3))}, resume=True)
     write_run_config(tmp_path, {"seed": 0, "ann": before}, resume=False)
-    with pytest.raises(ResumeMismatch, match=r"ann\.cosine_decay"):
+    with pytest.raises(ResumeMismatch, match=rf"ann\.{added}"):
         write_run_config(tmp_path, {"seed": 0, "ann": dataclasses.asdict(TrainSettings(0.01, epochs=3,
-                                                                                    cosine_decay=True))},
+                                                                                    **{added: True}))},
                          resume=True)
 
 
