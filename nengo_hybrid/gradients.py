@@ -12,8 +12,8 @@ give gradients a last bit apart, and a spiking network turns that into another p
 (the CAE's short-budget fine-tuning differed between repeats within one process; see
 the README's Bit-reproducibility).
 
-`FixedOrderGradients` (`FixedOrderAdam`, `FixedOrderSGD`) computes gradients with ``tf.gradients`` and TensorFlow's tree
-aggregation, a running sum of two-input adds,
+`FixedOrderGradients` (`FixedOrderAdam`, `FixedOrderSGD`) computes gradients with
+``tf.gradients`` and TensorFlow's tree aggregation, a running sum of two-input adds,
 
 .. math:: \Bigl(\bigl((g_1 + g_2) + g_3\bigr) + \dots\Bigr) + g_T ,
 
