@@ -120,8 +120,8 @@ def cae_fit(run_dir, root, minibatches, fused, budget):
     None)."""
     import cae
 
-    from data_prep.hippocampus import msd_folders, split_subjects
-    from nengo_hybrid import segmentation
+    from data_prep.hippocampus import msd_folders
+    from nengo_hybrid.heldout import split_slices
     from nengo_hybrid.stages import finetuning_loss
 
     config = report.config_from_json(cae.CAEConfig, json.loads((run_dir / "config.json").read_text()))
@@ -129,10 +129,7 @@ def cae_fit(run_dir, root, minibatches, fused, budget):
         config = config.short_budget()
     config = replace(config, spiking=replace(config.spiking, fuse_with_xla=fused))
     seed_everything(config.seed)
-    images, labels = msd_folders(root / "msd_hippocampus")
-    ids = segmentation.subject_ids(images, labels, config.max_subjects)
-    train_ids, _ = split_subjects(ids, config.test_fraction, config.seed)
-    train = segmentation.load(config, images, labels, ids).select(train_ids)
+    train, _ = split_slices(config, *msd_folders(root / "msd_hippocampus"))  # the run's training subjects
     chosen = np.random.RandomState(1).permutation(len(train.images))[:minibatches * config.finetune.batch_size]
     model = cae.make_model(config, train.images.shape[1:])
     return config, model, train.images[chosen], train.masks[chosen], finetuning_loss(config, config.loss()), None

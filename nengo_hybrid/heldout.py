@@ -62,6 +62,16 @@ class HeldOutTable:
     caption: Callable
 
 
+def split_slices(config, images, labels):
+    """The slices of the training and the test subjects: ``config.max_subjects`` of the
+    labelled subjects (0: all), split by subject, seeded by ``config.seed``, with
+    ``config.test_fraction`` held out for testing."""
+    ids = segmentation.subject_ids(images, labels, config.max_subjects)
+    train_ids, test_ids = split_subjects(ids, config.test_fraction, config.seed)
+    slices = segmentation.load(config, images, labels, ids)
+    return slices.select(train_ids), slices.select(test_ids)
+
+
 def run(config, images, labels, out_dir, make_model, table: HeldOutTable, resume=False):
     """Train and test one run in ``out_dir``: split the subjects of ``images``/``labels``
     (seeded, ``config.test_fraction`` held out), build the training subjects' atlas (the
@@ -70,10 +80,7 @@ def run(config, images, labels, out_dir, make_model, table: HeldOutTable, resume
     table's records."""
     run = ExperimentRun(config, out_dir, resume)
     with run.timed("load_s"):
-        ids = segmentation.subject_ids(images, labels, config.max_subjects)
-        train_ids, test_ids = split_subjects(ids, config.test_fraction, config.seed)
-        slices = segmentation.load(config, images, labels, ids)
-        train, test = slices.select(train_ids), slices.select(test_ids)
+        train, test = split_slices(config, images, labels)
     print(f"{len(train.subjects)} training subjects ({len(train)} slices), {len(test.subjects)} test "
           f"subjects ({len(test)} slices) of {train.images.shape[1:3]}", flush=True)
     run.write("split.json", {"seed": config.seed, "size": config.size, "axis": config.axis,
