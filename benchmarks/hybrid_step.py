@@ -24,7 +24,12 @@ environment the process starts in:
   rewrites a graph before it runs (it fuses convolutions with their bias and activation,
   among others): does the unrolled graph's size change what it does?
 - ``loop-10``: the timesteps in a ``tf.while_loop`` of 10 unrolled steps
-  (``use_loop=True, unroll_simulation=10``) instead of one graph of all of them.
+  (``use_loop=True, unroll_simulation=10``) instead of one graph of all of them;
+- ``fixed-order``: the gradients' per-timestep terms summed in a fixed order
+  (``TrainSettings(fixed_order_sums=True)``: `nengo_hybrid.gradients.FixedOrderAdam`
+  with Grappler's arithmetic optimiser off);
+- ``arithmetic-off``: only the second half of that, Grappler's arithmetic optimiser off
+  with Keras's own Adam: which half costs.
 
 ``--trace`` records the timed epoch with TensorFlow's profiler and adds to each row the
 self time per image-step of each op type and how often it ran per timestep (the
@@ -67,9 +72,11 @@ SETTINGS = {
     "one-interop": {"TF_NUM_INTEROP_THREADS": "1"},
     "grappler-off": {},
     "loop-10": {},
+    "fixed-order": {},
+    "arithmetic-off": {},
 }
 # settings the worker makes in its own code rather than by environment: each is its flag
-WORKER_FLAGS = ("unfused", "grappler-off", "loop-10")
+WORKER_FLAGS = ("unfused", "grappler-off", "loop-10", "fixed-order", "arithmetic-off")
 LOOP_UNROLL = 10
 
 
@@ -128,7 +135,8 @@ def op_times(logdir):
     return times, counts
 
 
-def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=None):
+def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=None,
+           fixed_order=False, arithmetic=True):
     """One process: the paper profile's hybrid training graph at ``steps`` timesteps,
     one warm-up epoch of ``minibatches`` minibatches and one timed; the timed epoch's
     resource use."""
@@ -144,12 +152,15 @@ def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=Non
 
     from nengo_hybrid import localisation
     from nengo_hybrid.experiment import seed_everything
+    from nengo_hybrid.gradients import FixedOrderAdam, fix_sum_order
     from nengo_hybrid.losses import StandardisedBoxLoss
     from nengo_hybrid.stages import finetuning_loss, network
     from nengo_hybrid.targets import StandardisedTargets
 
     if not grappler:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if fixed_order or not arithmetic:
+        fix_sum_order()
     config = locnet.PROFILES["paper"]
     config = replace(config, spiking=replace(config.spiking, fuse_with_xla=fused))
     seed_everything(config.seed)
@@ -165,7 +176,8 @@ def worker(root, steps, minibatches, fused, grappler=True, loop=False, trace=Non
     simulator = (converted.simulator(batch, unroll_simulation=LOOP_UNROLL) if loop
                  else converted.simulator(batch, n_steps=steps))
     with simulator as sim:
-        converted.compile(sim, tf.optimizers.Adam(config.finetune.learning_rate), loss)
+        optimizer = FixedOrderAdam if fixed_order else tf.optimizers.Adam
+        converted.compile(sim, optimizer(config.finetune.learning_rate), loss)
         data = converted.dataset(sim, x, targets.standardise(boxes), None, steps)
         sim.fit(data, epochs=1, shuffle=False, verbose=0)  # warm-up: tracing, compiling
         warm_s = time.perf_counter() - build_start
@@ -245,7 +257,8 @@ def main(argv=None):
     root = data_dir(args.data or None) / "caltech101"
     if args.worker:
         result = worker(root, args.worker_steps, args.minibatches, not args.unfused,
-                        grappler=not args.grappler_off, loop=args.loop_10, trace=args.trace)
+                        grappler=not args.grappler_off, loop=args.loop_10, trace=args.trace,
+                        fixed_order=args.fixed_order, arithmetic=not args.arithmetic_off)
         Path(args.worker).write_text(json.dumps(result))
         return 0
 

@@ -101,8 +101,12 @@ class LocNetConfig:
     # rate terms in this stage: at weight 0.001 they were < 1 % of its loss (rates 14-18 Hz
     # against the 250 Hz target did not move), while their nine per-timestep layer probes
     # cost build time and memory
+    # Each weight's 100 per-timestep gradients summed in a fixed order
+    # (`nengo_hybrid.gradients`): TensorFlow's own order follows its scheduler, and a
+    # last-bit difference grows into another network.
     finetune: TrainSettings = TrainSettings(
-        learning_rate=0.001, epochs=2, batch_size=16, n_steps=100, patience=2, rate_terms=False
+        learning_rate=0.001, epochs=2, batch_size=16, n_steps=100, patience=2, rate_terms=False,
+        fixed_order_sums=True,
     )
     # nine cascaded synapses delay the output and smooth its spikes: at 11-14 Hz the
     # converted SNN is a faithful but noisy copy of its ANN, slow to settle.  With 5 ms
@@ -149,7 +153,7 @@ PROFILES = {
         contrast=0.0,
         # a short synapse, so that a few timesteps suffice for the output to settle
         finetune=TrainSettings(learning_rate=0.001, epochs=3, batch_size=16, n_steps=30, patience=2,
-                               rate_terms=False),
+                               rate_terms=False, fixed_order_sums=True),
         synapse=0.002,
         eval_steps=30,
         eval_window=10,

@@ -18,18 +18,39 @@ the README's Bit-reproducibility).
 .. math:: \Bigl(\bigl((g_1 + g_2) + g_3\bigr) + \dots\Bigr) + g_T ,
 
 which rounds alike in every run (two terms add to the same float in either order).
-`fix_sum_order` turns Grappler's arithmetic optimiser off for the process, because it
-rewrites such a chain back into one ``AddN``; graphs built after it are optimised
-without it.
+Grappler's arithmetic optimiser rewrites such a chain back into one ``AddN``, so it
+must be off while the training function runs: `fixed_sum_order` turns it off for a
+block (a training stage) and back on after it, so that what runs outside the block (an
+evaluation stage, in the same process or in a resumed one) is optimised as it would be
+without it; `fix_sum_order` turns it off for the rest of the process.
 """
+
+import contextlib
 
 import tensorflow as tf
 
 
 def fix_sum_order():
     """Turn Grappler's arithmetic optimiser off for this process (it folds chains of
-    two-input adds into one ``AddN``).  Affects graphs optimised from now on."""
+    two-input adds into one ``AddN``).  Affects functions run from now on."""
     tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+
+
+@contextlib.contextmanager
+def fixed_sum_order():
+    """Grappler's arithmetic optimiser off inside the block, as it was after it.
+
+    TensorFlow passes the optimiser's options with every call of a ``tf.function`` and
+    optimises a function again for other options, so a training function called inside
+    the block runs without the optimiser and one called after it runs with it.
+    """
+    before = tf.config.optimizer.get_experimental_options().get("arithmetic_optimization")
+    fix_sum_order()
+    try:
+        yield
+    finally:
+        # TensorFlow merges the options it is given, and None is "not set" (its default)
+        tf.config.optimizer.set_experimental_options({"arithmetic_optimization": before})
 
 
 def sum_order_fixed():
@@ -41,8 +62,8 @@ class FixedOrderGradients:
     """Mixin for a Keras optimizer: gradients whose per-use terms add in a fixed order.
 
     The loss must be a tensor of the graph being traced (as in Keras's training step,
-    inside ``tf.function``): the tape Keras passes is not used.  Call `fix_sum_order`
-    before the training function is built.
+    inside ``tf.function``): the tape Keras passes is not used.  Train inside
+    `fixed_sum_order` (or after `fix_sum_order`).
     """
 
     def compute_gradients(self, loss, var_list, tape=None):

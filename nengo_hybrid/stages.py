@@ -10,6 +10,7 @@ state) continues exactly where the killed one stopped.  Checkpoints are written 
 Keras callback after every epoch, atomically (new files, then a renamed state file).
 """
 
+import contextlib
 import functools
 import json
 import shutil
@@ -26,7 +27,7 @@ from nengo_hybrid.atomic import json_default, write_json
 from nengo_hybrid.balancing import apply_thresholds, balance_thresholds
 from nengo_hybrid.encoding import draw_seed
 from nengo_hybrid.families import convert, get_family
-from nengo_hybrid.gradients import FixedOrderAdam, fix_sum_order
+from nengo_hybrid.gradients import FixedOrderAdam, fixed_sum_order
 from nengo_hybrid.losses import LastTimesteps, ReadoutWindows, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
@@ -90,8 +91,8 @@ class TrainSettings:
     fixed_order_sums : bool
         Add each weight's per-timestep gradients in a fixed order
         (`nengo_hybrid.gradients.FixedOrderAdam`, with Grappler's arithmetic optimiser off
-        for the rest of the process): TensorFlow's own sums follow the scheduler, so a
-        stage can differ in its last bits from one run to the next.  Off by default:
+        while the stage trains): TensorFlow's own sums follow the scheduler, so a stage
+        can differ in its last bits from one run to the next.  Off by default:
         the tables in the README were trained without it.
     """
 
@@ -261,49 +262,49 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
 
     validation = data(val_idx) if n_val else None
 
-    if settings.fixed_order_sums:
-        fix_sum_order()  # before the training function is built and optimised
-        optimizer = FixedOrderAdam(settings.learning_rate)
-    else:
-        optimizer = tf.optimizers.Adam(settings.learning_rate)
-    converted.compile(sim, optimizer, loss, regularization=regularization,
-                      metrics=monitored_metrics(settings.monitor, loss))
-    # the optimizer's slots exist before a checkpoint is read into them
-    optimizer.build(sim.keras_model.trainable_variables)
-    optimizer_checkpoint = tf.train.Checkpoint(optimizer=optimizer)
+    # a fixed order needs Grappler's arithmetic optimiser off while this stage's functions
+    # run, and only then: later stages are optimised as in a process that never trained
+    with fixed_sum_order() if settings.fixed_order_sums else contextlib.nullcontext():
+        adam = FixedOrderAdam if settings.fixed_order_sums else tf.optimizers.Adam
+        optimizer = adam(settings.learning_rate)
+        converted.compile(sim, optimizer, loss, regularization=regularization,
+                          metrics=monitored_metrics(settings.monitor, loss))
+        # the optimizer's slots exist before a checkpoint is read into them
+        optimizer.build(sim.keras_model.trainable_variables)
+        optimizer_checkpoint = tf.train.Checkpoint(optimizer=optimizer)
 
-    if resuming:
-        _restore(sim, optimizer_checkpoint, run_dir / state["checkpoint"])
-        print(f"[{label}] resumed after epoch {state['epoch']}", flush=True)
-    elif run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saver = EpochCheckpoint(run_dir, sim, optimizer_checkpoint, state)
-    stopper = _EarlyStoppingState(state, run_dir, sim, settings.monitor)
-    schedule = _PlateauSchedule(state, optimizer, settings)
-    if n_val and state["epoch"] == 0:
-        # the starting weights are the first candidate: fine-tuning that never beats
-        # them on validation returns them, not its least bad epoch
-        scores = sim.evaluate(validation, verbose=0)
-        stopper.consider({f"val_{key}": value for key, value in scores.items()}, epoch=-1)
+        if resuming:
+            _restore(sim, optimizer_checkpoint, run_dir / state["checkpoint"])
+            print(f"[{label}] resumed after epoch {state['epoch']}", flush=True)
+        elif run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saver = EpochCheckpoint(run_dir, sim, optimizer_checkpoint, state)
+        stopper = _EarlyStoppingState(state, run_dir, sim, settings.monitor)
+        schedule = _PlateauSchedule(state, optimizer, settings)
+        if n_val and state["epoch"] == 0:
+            # the starting weights are the first candidate: fine-tuning that never beats
+            # them on validation returns them, not its least bad epoch
+            scores = sim.evaluate(validation, verbose=0)
+            stopper.consider({f"val_{key}": value for key, value in scores.items()}, epoch=-1)
 
-    verbose = 1 if sys.stdout.isatty() else 2
-    while state["epoch"] < settings.epochs and not _stopped(state, settings):
-        epoch = state["epoch"]
-        print(f"[{label}] epoch {epoch + 1}/{settings.epochs}", flush=True)
-        epoch_rng = np.random.RandomState(settings.seed + 1 + epoch)
-        shuffled = epoch_rng.permutation(train_idx)[:settings.examples_per_epoch]
-        shuffled = shuffled[:_batches(len(shuffled), settings.batch_size)]
-        sim.fit(
-            data(shuffled, epoch_rng, draw=epoch + 1), epochs=epoch + 1,
-            initial_epoch=epoch, shuffle=False, validation_data=validation,
-            callbacks=[stopper, schedule, saver],
-            verbose=verbose,
-        )
-        if after_epoch is not None:
-            after_epoch(state["epoch"], sim)
-    if settings.patience and (run_dir / "best.npz").exists():
-        load_params(sim, run_dir / "best")  # restore the best epoch's weights
+        verbose = 1 if sys.stdout.isatty() else 2
+        while state["epoch"] < settings.epochs and not _stopped(state, settings):
+            epoch = state["epoch"]
+            print(f"[{label}] epoch {epoch + 1}/{settings.epochs}", flush=True)
+            epoch_rng = np.random.RandomState(settings.seed + 1 + epoch)
+            shuffled = epoch_rng.permutation(train_idx)[:settings.examples_per_epoch]
+            shuffled = shuffled[:_batches(len(shuffled), settings.batch_size)]
+            sim.fit(
+                data(shuffled, epoch_rng, draw=epoch + 1), epochs=epoch + 1,
+                initial_epoch=epoch, shuffle=False, validation_data=validation,
+                callbacks=[stopper, schedule, saver],
+                verbose=verbose,
+            )
+            if after_epoch is not None:
+                after_epoch(state["epoch"], sim)
+        if settings.patience and (run_dir / "best.npz").exists():
+            load_params(sim, run_dir / "best")  # restore the best epoch's weights
     result = {"history": state["history"], "epochs": state["epoch"], "best_epoch": state.get("best_epoch")}
     if groups is not None:
         result["validation_groups"] = state["validation_groups"]

@@ -82,15 +82,39 @@ def test_fix_sum_order_turns_the_arithmetic_optimiser_off():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_fixed_sum_order_holds_for_its_block_only():
+    # in a fresh process: the options are the process's
+    code = textwrap.dedent("""
+        import tensorflow as tf
+        from nengo_hybrid.gradients import fix_sum_order, fixed_sum_order, sum_order_fixed
+        options = tf.config.optimizer.get_experimental_options
+        before = options()
+        assert "arithmetic_optimization" not in before
+        with fixed_sum_order():
+            assert sum_order_fixed()
+        assert options() == before  # unset again (TensorFlow's default), not set to on
+        try:
+            with fixed_sum_order():
+                raise KeyError("inside")
+        except KeyError:
+            pass
+        assert options() == before
+        fix_sum_order()
+        with fixed_sum_order():
+            pass
+        assert sum_order_fixed()  # a process-wide setting outlives the block
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_a_training_stage_with_fixed_order_sums_trains_as_adam_does_and_repeats(tmp_path):
-    # in a fresh process, since fixing the order turns Grappler's arithmetic optimiser off
-    # for the rest of the process it is set in
+    # in a fresh process, so that the last fit's process-wide setting stays in it
     code = textwrap.dedent("""
         import dataclasses, sys
         import numpy as np
         import tensorflow as tf
         import nengo_hybrid as nh
-        from nengo_hybrid.gradients import FixedOrderAdam, sum_order_fixed
+        from nengo_hybrid.gradients import FixedOrderAdam, fix_sum_order, sum_order_fixed
         from nengo_hybrid.losses import LastTimesteps
         from nengo_hybrid.stages import TrainSettings, train
 
@@ -113,11 +137,14 @@ def test_a_training_stage_with_fixed_order_sums_trains_as_adam_does_and_repeats(
 
         tensorflows = fit(False, sys.argv[1] + "/adam")
         first = fit(True, sys.argv[1] + "/fixed1")
-        assert sum_order_fixed()
+        assert not sum_order_fixed()  # the stage's setting ends with it
         second = fit(True, sys.argv[1] + "/fixed2")
-        for a, b, c in zip(first, second, tensorflows):
+        fix_sum_order()  # as benchmarks/determinism.py sets it: for the whole process
+        process_wide = fit(True, sys.argv[1] + "/fixed3")
+        for a, b, c, d in zip(first, second, process_wide, tensorflows):
             np.testing.assert_array_equal(a, b)
-            np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
+            np.testing.assert_array_equal(a, c)
+            np.testing.assert_allclose(a, d, rtol=1e-4, atol=1e-6)
         print("ok")
     """)
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True,
