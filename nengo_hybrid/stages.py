@@ -92,8 +92,9 @@ class TrainSettings:
         Add each weight's per-timestep gradients in a fixed order
         (`nengo_hybrid.gradients.FixedOrderAdam`, with Grappler's arithmetic optimiser off
         while the stage trains): TensorFlow's own sums follow the scheduler, so a stage
-        can differ in its last bits from one run to the next.  Off by default:
-        the tables in the README were trained without it.
+        can differ in its last bits from one run to the next.  On in LocNet's and the
+        CAE's fine-tuning stages; off by default, since turning it on moves a table
+        (the second paper's experiments still train in TensorFlow's order).
     """
 
     learning_rate: float
