@@ -54,7 +54,8 @@ def fixed_sum_order():
 
 
 def sum_order_fixed():
-    """Whether `fix_sum_order` is in effect."""
+    """Whether Grappler's arithmetic optimiser is off (`fix_sum_order`, or inside
+    `fixed_sum_order`)."""
     return tf.config.optimizer.get_experimental_options().get("arithmetic_optimization") is False
 
 
