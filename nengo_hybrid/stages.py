@@ -112,6 +112,7 @@ class TrainSettings:
     cosine_decay: bool = False
     rate_terms: bool = True
     fixed_order_sums: bool = False
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.cosine_decay and self.plateau_patience:
@@ -123,6 +124,12 @@ class TrainSettings:
 # Keras logs them under, ``val_output_<name>``; lower is better)
 MONITORED_METRICS = {"dice_error": SliceDiceError,
                      "dice_error_on_target": functools.partial(SliceDiceError, on_target=True)}
+
+
+def is_connection_weight(variable):
+    """Whether a trainable ``variable`` holds a connection's weights (at least two of its
+    dimensions longer than 1), not biases, gains or per-channel scales."""
+    return sum(size > 1 for size in variable.shape) >= 2
 
 
 def monitored_metrics(monitor, loss):
@@ -267,7 +274,10 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     # run, and only then: later stages are optimised as in a process that never trained
     with fixed_sum_order() if settings.fixed_order_sums else contextlib.nullcontext():
         adam = FixedOrderAdam if settings.fixed_order_sums else tf.optimizers.Adam
-        optimizer = adam(settings.learning_rate)
+        optimizer = adam(settings.learning_rate, weight_decay=settings.weight_decay or None)
+        if settings.weight_decay:
+            optimizer.exclude_from_weight_decay(var_list=[
+                variable for variable in sim.keras_model.trainable_variables if not is_connection_weight(variable)])
         converted.compile(sim, optimizer, loss, regularization=regularization,
                           metrics=monitored_metrics(settings.monitor, loss))
         # the optimizer's slots exist before a checkpoint is read into them
@@ -404,7 +414,7 @@ def write_run_config(out_dir, config_dict, resume):
 
 # settings added after runs were already checkpointed, with the value that trains as those
 # runs did: a record written before a setting existed resumes under that value
-ADDED_SETTINGS = {"cosine_decay": False, "fixed_order_sums": False}
+ADDED_SETTINGS = {"cosine_decay": False, "fixed_order_sums": False, "weight_decay": 0.0}
 
 
 def _differences(old, new, prefix=""):

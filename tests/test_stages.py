@@ -34,6 +34,31 @@ def weights(sim):
     return [w.copy() for w in sim.keras_model.get_weights()]
 
 
+def test_weight_decay_shrinks_connection_weights_only(tmp_path):
+    """One step from the same weights with and without decoupled weight decay: the
+    gradient step is the same, so a connection weight differs by exactly
+    -learning_rate x weight_decay x its starting value, and a bias not at all."""
+    x, y = examples(n=16)
+    trained = {}
+    for decay in (0.0, 0.5):
+        converted = nh.convert(regression(), "rate")
+        settings = TrainSettings(learning_rate=0.01, epochs=1, batch_size=16, validation_fraction=0.0,
+                                 weight_decay=decay)
+        with converted.simulator(16, n_steps=1) as sim:
+            start = weights(sim)
+            train(converted, sim, x, y, "mse", settings, tmp_path / f"decay{decay}")
+            trained[decay] = weights(sim)
+    decayed = 0
+    for before, plain, with_decay in zip(start, trained[0.0], trained[0.5]):
+        assert not np.array_equal(before, plain)  # the step moved every parameter
+        if sum(size > 1 for size in before.shape) >= 2:
+            np.testing.assert_allclose(with_decay - plain, -0.01 * 0.5 * before, rtol=1e-4, atol=1e-7)
+            decayed += 1
+        else:
+            np.testing.assert_array_equal(with_decay, plain)
+    assert decayed == 2  # both dense layers' kernels
+
+
 def test_fine_tuning_that_never_helps_returns_the_starting_weights(tmp_path):
     x, y = examples()
     converted = nh.convert(regression(), "rate")
@@ -211,11 +236,11 @@ def test_a_resumed_run_refuses_a_changed_configuration(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["hybrid"]["learning_rate"] == 0.001
 
 
-@pytest.mark.parametrize("added", ["cosine_decay", "fixed_order_sums"])
+@pytest.mark.parametrize("added", ["cosine_decay", "fixed_order_sums", "weight_decay"])
 def test_a_run_checkpointed_before_a_setting_existed_resumes(tmp_path, added):
     """A configuration written before a `TrainSettings` field (``cosine_decay``,
-    ``fixed_order_sums``) existed has no such key: it resumes under False (how it
-    trained), and is refused under True."""
+    ``fixed_order_sums``, ``weight_decay``) existed has no such key: it resumes under
+    False or 0 (how it trained), and is refused under another value."""
     before = dataclasses.asdict(TrainSettings(0.01, epochs=3))
     del before[added]
     write_run_config(tmp_path, {"seed": 0, "ann": before}, resume=False)
