@@ -28,7 +28,8 @@ def add_data_argument(parser):
 
 def experiment_parser(doc, name, profiles):
     """The command line every experiment script shares: ``run`` (``--profile``,
-    ``--seed``, ``--out``, ``--resume``) and ``evaluate`` (``--checkpoint``, ``--out``).
+    ``--seed``, ``--set``, ``--out``, ``--resume``) and ``evaluate`` (``--checkpoint``,
+    ``--out``).
 
     Returns ``(parser, run_parser, evaluate_parser)`` for the script to add its data
     arguments to; `resolve_run` turns parsed ``run`` arguments into a config and folder.
@@ -38,6 +39,10 @@ def experiment_parser(doc, name, profiles):
     run_parser = sub.add_parser("run", help="train and evaluate the three models")
     run_parser.add_argument("--profile", choices=sorted(profiles), default="paper")
     run_parser.add_argument("--seed", type=int, default=None)
+    run_parser.add_argument("--set", nargs="+", default=None, metavar="FIELD=VALUE",
+                            help="override fields of the profile's configuration, e.g. finetune.epochs=1 "
+                                 "eval_steps=100 (a dotted field sets a field of a nested one; values are "
+                                 "Python literals); the run records them in its config.json")
     run_parser.add_argument("--out", default=None, help=f"default: results/{name} (quick: results/{name}_quick)")
     run_parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     eval_parser = sub.add_parser("evaluate", help="evaluate a trained run on a folder")
@@ -47,12 +52,23 @@ def experiment_parser(doc, name, profiles):
 
 
 def resolve_run(args, name, profiles):
-    """``(config, out_dir)`` of parsed ``run`` arguments: the profile, with ``--seed``.
+    """``(config, out_dir)`` of parsed ``run`` arguments: the profile, with ``--set``'s
+    overrides (`nengo_hybrid.report.config_with_overrides`), then ``--seed``.
 
     ``--seed N`` sets ``seed=N`` on the config and on every `TrainSettings` field of it,
-    so that a second seed also draws other validation splits and epoch shuffles.
+    so that a second seed also draws other validation splits and epoch shuffles.  An
+    override naming no field of the configuration, or whose value is no Python literal,
+    ends the command with one error naming it.
     """
     config = profiles[args.profile]
+    overrides = getattr(args, "set", None)
+    if overrides:
+        from nengo_hybrid.report import config_with_overrides  # matplotlib: only when asked
+
+        try:
+            config = config_with_overrides(config, " ".join(overrides))
+        except ValueError as error:
+            raise SystemExit(f"--set: {error}") from None
     if args.seed is not None:
         config = with_seed(config, args.seed)
     return config, args.out or default_out(name, args.profile)

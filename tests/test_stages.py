@@ -12,7 +12,7 @@ import tensorflow as tf
 import nengo_hybrid as nh
 from nengo_hybrid.losses import BinaryCrossEntropy
 from nengo_hybrid.metrics import dice_2d
-from nengo_hybrid.paths import resolve_run
+from nengo_hybrid.paths import experiment_parser, resolve_run
 from nengo_hybrid.stages import (ResumeMismatch, TrainSettings, train, validation_split,
                                  write_run_config)
 
@@ -267,6 +267,19 @@ def test_seed_option_seeds_every_training_stage():
     assert config.hybrid.learning_rate == 0.001 and config.name == "two"
     config, _ = resolve_run(argparse.Namespace(profile="paper", seed=None, out=None), "two", profiles)
     assert config == profiles["paper"]
+
+
+def test_set_option_overrides_the_profile_before_the_seed_and_names_a_wrong_field():
+    profiles = {"paper": TwoStageConfig(TrainSettings(0.01, 5), TrainSettings(0.001, 3, seed=1))}
+    parser, _, _ = experiment_parser("doc", "two", profiles)
+    args = parser.parse_args(["run", "--set", "hybrid.epochs=1", "name='other'", "--seed", "4"])
+    config, out = resolve_run(args, "two", profiles)
+    assert config.hybrid == TrainSettings(0.001, 1, seed=4) and config.ann == TrainSettings(0.01, 5, seed=4)
+    assert config.name == "other" and config.seed == 4 and out == "results/two"
+    # without --set the profile is untouched
+    assert resolve_run(parser.parse_args(["run"]), "two", profiles)[0] == profiles["paper"]
+    with pytest.raises(SystemExit, match="--set: .*no field 'hybrid.epoch'"):
+        resolve_run(parser.parse_args(["run", "--set", "hybrid.epoch=1"]), "two", profiles)
 
 
 def test_overrides_set_top_level_and_nested_fields_and_name_what_is_wrong():
