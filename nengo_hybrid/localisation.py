@@ -192,12 +192,13 @@ def write_report(out_dir, model, config, images, true_boxes, floor_box, results,
     if results.get("histories"):  # an evaluation trains nothing
         report.training_curves(results["histories"], out_dir / "training_curves.png")
     floor = next(r["iou"] for r in records if r["model"] == FLOOR)
+    ann = next((r["iou"] for r in records if r["model"] == "ann"), None)
     sweeps = {name: (sorted(outputs), [iou_columns(outputs[t], true_boxes)["iou"] for t in sorted(outputs)])
               for name, outputs in results["sweeps"].items()}
-    report.metric_vs_timesteps(sweeps, out_dir / "iou_vs_timesteps.png", "mean IoU", floor=floor,
+    report.metric_vs_timesteps(sweeps, out_dir / "iou_vs_timesteps.png", "mean IoU", floor=floor, ann=ann,
                                title=f"{table.title} spiking IoU against timesteps")
     # the figure's numbers, for a reader who wants more than the picture
     write_json(out_dir / "iou_vs_timesteps.json", {
-        "floor": floor, "window": config.eval_window,
+        "floor": floor, "ann": ann, "window": config.eval_window,
         "models": {name: {"timesteps": steps, "iou": ious} for name, (steps, ious) in sweeps.items()}})
     return records

@@ -212,11 +212,15 @@ def training_curves(histories, path):
     save_figure(fig, path)
 
 
-def metric_vs_timesteps(curves, path, metric, floor=None, title=""):
-    """A metric against the number of inference timesteps, one line per model."""
+def metric_vs_timesteps(curves, path, metric, floor=None, title="", ann=None):
+    """A metric against the number of inference timesteps, one line per model, with
+    the ``floor`` (a model that ignores its input) and the ``ann`` they were converted
+    from as horizontal lines: how far each spiking model is from either."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for model, (steps, values) in curves.items():
         ax.plot(steps, values, "o-", label=model)
+    if ann is not None:
+        ax.axhline(ann, color="black", ls=":", label="ANN (rate neurons)")
     if floor is not None:
         ax.axhline(floor, color="grey", ls="--", label="floor (ignores the input)")
     ax.set(xlabel="inference timesteps", ylabel=metric, xscale="log", title=title)

@@ -74,6 +74,20 @@ def test_run_writes_configuration_split_versions_and_figures(quick_run):
         assert (quick_run / name).stat().st_size > 5000, name
 
 
+def test_iou_vs_timesteps_draws_each_model_and_the_ann_and_floor_levels(tmp_path, monkeypatch):
+    from nengo_hybrid import report
+
+    drawn = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.update(fig=fig, path=path))
+    curves = {"converted": ([20, 100, 150], [0.87, 0.89, 0.90]), "hybrid": ([20, 100, 150], [0.88, 0.90, 0.91])}
+    report.metric_vs_timesteps(curves, tmp_path / "f.png", "mean IoU", floor=0.88, ann=0.912)
+    lines = {line.get_label(): line for line in drawn["fig"].axes[0].get_lines()}
+    for model, (steps, values) in curves.items():
+        assert list(lines[model].get_xdata()) == steps and list(lines[model].get_ydata()) == values
+    assert set(lines["ANN (rate neurons)"].get_ydata()) == {0.912}
+    assert set(lines["floor (ignores the input)"].get_ydata()) == {0.88}
+
+
 def test_iou_vs_timesteps_numbers_are_the_tables_at_its_timesteps(quick_run):
     # the figure's numbers: every swept timestep of both SNNs, and at eval_steps the very
     # IoU the table reports (the table's box is the sweep's entry at eval_steps)
@@ -81,6 +95,7 @@ def test_iou_vs_timesteps_numbers_are_the_tables_at_its_timesteps(quick_run):
     curves = json.loads((quick_run / "iou_vs_timesteps.json").read_text())
     table = {r["model"]: r for r in json.loads((quick_run / "table1.json").read_text())}
     assert curves["floor"] == table["mean_box"]["iou"] and curves["window"] == config["eval_window"]
+    assert curves["ann"] == table["ann"]["iou"]
     assert sorted(curves["models"]) == ["converted", "hybrid"]
     for name, curve in curves["models"].items():
         assert curve["timesteps"] == sorted(set(config["steps_sweep"]) | {config["eval_steps"]})
