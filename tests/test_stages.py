@@ -276,6 +276,10 @@ def test_set_option_overrides_the_profile_before_the_seed_and_names_a_wrong_fiel
     config, out = resolve_run(args, "two", profiles)
     assert config.hybrid == TrainSettings(0.001, 1, seed=4) and config.ann == TrainSettings(0.01, 5, seed=4)
     assert config.name == "other" and config.seed == 4 and out == "results/two"
+    # --seed is applied after --set: an override of a stage's seed does not outlive it
+    args = parser.parse_args(["run", "--set", "hybrid.seed=9", "--seed", "4"])
+    assert resolve_run(args, "two", profiles)[0].hybrid.seed == 4
+    assert resolve_run(parser.parse_args(["run", "--set", "hybrid.seed=9"]), "two", profiles)[0].hybrid.seed == 9
     # without --set the profile is untouched
     assert resolve_run(parser.parse_args(["run"]), "two", profiles)[0] == profiles["paper"]
     with pytest.raises(SystemExit, match="--set: .*no field 'hybrid.epoch'"):
