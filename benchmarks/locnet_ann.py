@@ -37,7 +37,7 @@ import locnet  # noqa: E402
 
 from nengo_hybrid import localisation, metrics, report  # noqa: E402
 from nengo_hybrid.atomic import write_json  # noqa: E402
-from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
+from nengo_hybrid.paths import add_data_argument, config_with_overrides, data_dir  # noqa: E402
 from nengo_hybrid.stages import ann_outputs, ann_stage, validation_split, write_run_config  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def main(argv=None):
     root = data_dir(args.data) / "caltech101"
     record = {"seed": args.seed, "variants": []}
     for variant in args.variants:
-        config = report.config_with_overrides(replace(locnet.PROFILES["paper"], seed=args.seed), variant)
+        config = config_with_overrides(replace(locnet.PROFILES["paper"], seed=args.seed), variant)
         (x_train, y_train, _), _ = localisation.load_split(config, root)
         targets, model, augment, loss = localisation.training_setup(config, x_train, y_train, locnet.make_model)
         val_idx, train_idx = validation_split(len(x_train), config.ann)

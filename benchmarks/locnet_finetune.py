@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import locnet  # noqa: E402
 
 from nengo_hybrid import localisation, metrics, report  # noqa: E402
-from nengo_hybrid.paths import add_data_argument, data_dir  # noqa: E402
+from nengo_hybrid.paths import add_data_argument, config_with_overrides, data_dir  # noqa: E402
 from nengo_hybrid.stages import run_stages, validation_split, write_run_config  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def main(argv=None):
     (x_train, y_train, _), _ = localisation.load_split(run_config, root)
     record = {"run": str(run_dir), "variants": []}
     for variant in args.variants:
-        config = report.config_with_overrides(run_config, variant)
+        config = config_with_overrides(run_config, variant)
         val_idx, train_idx = validation_split(len(x_train), config.finetune)
         ann_val_idx, _ = validation_split(len(x_train), config.ann)
         if not len(val_idx) or set(val_idx) != set(ann_val_idx):

@@ -2,6 +2,7 @@
 the command line the experiment scripts share."""
 
 import argparse
+import ast
 import dataclasses
 import os
 from pathlib import Path
@@ -53,7 +54,7 @@ def experiment_parser(doc, name, profiles):
 
 def resolve_run(args, name, profiles):
     """``(config, out_dir)`` of parsed ``run`` arguments: the profile, with ``--set``'s
-    overrides (`nengo_hybrid.report.config_with_overrides`), then ``--seed``.
+    overrides (`config_with_overrides`), then ``--seed``.
 
     ``--seed N`` sets ``seed=N`` on the config and on every `TrainSettings` field of it,
     so that a second seed also draws other validation splits and epoch shuffles.  An
@@ -63,8 +64,6 @@ def resolve_run(args, name, profiles):
     config = profiles[args.profile]
     overrides = getattr(args, "set", None)
     if overrides:
-        from nengo_hybrid.report import config_with_overrides  # matplotlib: only when asked
-
         try:
             config = config_with_overrides(config, " ".join(overrides))
         except ValueError as error:
@@ -72,6 +71,35 @@ def resolve_run(args, name, profiles):
     if args.seed is not None:
         config = with_seed(config, args.seed)
     return config, args.out or default_out(name, args.profile)
+
+
+def config_with_overrides(config, overrides):
+    """The frozen configuration ``config`` with the space-separated ``field=value``
+    overrides of ``overrides`` (``"dropout=0.3 ann.learning_rate=0.002"``; a dotted
+    field sets a field of a nested configuration, e.g. its `TrainSettings`; values are
+    Python literals; ``"base"`` for none).  Raises ``ValueError`` naming an override
+    whose field ``config`` does not have."""
+    for override in overrides.split():
+        if override == "base":
+            continue
+        path, equals, text = override.partition("=")
+        if not equals:
+            raise ValueError(f"override {override!r}: not field=value")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"override {override!r}: {text!r} is not a Python literal") from None
+        *parents, name = path.split(".")
+        chain = [config]
+        for parent in parents:
+            chain.append(getattr(chain[-1], parent, None))
+        if not dataclasses.is_dataclass(chain[-1]) or name not in {f.name for f in dataclasses.fields(chain[-1])}:
+            raise ValueError(f"override {override!r}: {type(config).__name__} has no field {path!r}")
+        # rebuild from the innermost configuration outwards
+        for holder, field in zip(reversed(chain), reversed([*parents, name])):
+            value = dataclasses.replace(holder, **{field: value})
+        config = value
+    return config
 
 
 def with_seed(config, seed):

@@ -284,38 +284,6 @@ def config_from_json(cls, data):
     return cls(**values)
 
 
-def config_with_overrides(config, overrides):
-    """The frozen configuration ``config`` with the space-separated ``field=value``
-    overrides of ``overrides`` (``"dropout=0.3 ann.learning_rate=0.002"``; a dotted
-    field sets a field of a nested configuration, e.g. its `TrainSettings`; values are
-    Python literals; ``"base"`` for none).  Raises ``ValueError`` naming an override
-    whose field ``config`` does not have."""
-    import ast
-    import dataclasses
-
-    for override in overrides.split():
-        if override == "base":
-            continue
-        path, equals, text = override.partition("=")
-        if not equals:
-            raise ValueError(f"override {override!r}: not field=value")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise ValueError(f"override {override!r}: {text!r} is not a Python literal") from None
-        *parents, name = path.split(".")
-        chain = [config]
-        for parent in parents:
-            chain.append(getattr(chain[-1], parent, None))
-        if not dataclasses.is_dataclass(chain[-1]) or name not in {f.name for f in dataclasses.fields(chain[-1])}:
-            raise ValueError(f"override {override!r}: {type(config).__name__} has no field {path!r}")
-        # rebuild from the innermost configuration outwards
-        for holder, field in zip(reversed(chain), reversed([*parents, name])):
-            value = dataclasses.replace(holder, **{field: value})
-        config = value
-    return config
-
-
 def activity_columns(model, rates, name, n_steps, input_rate_hz=None):
     """A table row's activity and cost columns for model ``name``.
 

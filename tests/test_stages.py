@@ -12,7 +12,7 @@ import tensorflow as tf
 import nengo_hybrid as nh
 from nengo_hybrid.losses import BinaryCrossEntropy
 from nengo_hybrid.metrics import dice_2d
-from nengo_hybrid.paths import experiment_parser, resolve_run
+from nengo_hybrid.paths import config_with_overrides, experiment_parser, resolve_run
 from nengo_hybrid.stages import (ResumeMismatch, TrainSettings, train, validation_split,
                                  write_run_config)
 
@@ -287,8 +287,6 @@ def test_set_option_overrides_the_profile_before_the_seed_and_names_a_wrong_fiel
 
 
 def test_overrides_set_top_level_and_nested_fields_and_name_what_is_wrong():
-    from nengo_hybrid.report import config_with_overrides
-
     base = TwoStageConfig(TrainSettings(0.01, 5), TrainSettings(0.001, 3, seed=1))
     assert config_with_overrides(base, "base") == base
     changed = config_with_overrides(base, "name='other' hybrid.learning_rate=0.0003 ann.epochs=7")
