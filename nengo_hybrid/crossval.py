@@ -268,11 +268,8 @@ def write_cell_figures(folder, config, slices, masks, results, loss):
                             f"U-Net ({loss}): average firing rate per layer, v = threshold",
                             thresholds=results["thresholds"])
     report.training_curves(results["histories"], folder / "training_curves.png")
-    report.metric_vs_timesteps(segmentation.dice_sweep(results["sweeps"], slices.images.shape[1:3], slices,
-                                                       config.threshold),
-                               folder / "dice_vs_timesteps.png", "2D Dice (all slices)",
-                               floor=segmentation.scores(masks[FLOOR], slices, config.threshold)["dice_2d"],
-                               title=f"U-Net ({loss}) spiking Dice against timesteps")
+    segmentation.dice_vs_timesteps(folder / "dice_vs_timesteps.png", f"U-Net ({loss}) spiking Dice against timesteps",
+                                   config, slices, masks, results["sweeps"])
 
 
 def write_table(out_dir, config, cells, caption, missing=()):
@@ -317,10 +314,12 @@ def write_table(out_dir, config, cells, caption, missing=()):
     for name in ("figure3_masks.png", "figure4_firing_rates.png"):
         if (figure_cell / name).exists():
             write_bytes(out_dir / name, (figure_cell / name).read_bytes())
+    shown = [c for c in cells.values() if c["fold"] == any_cell["fold"]]
     report.metric_vs_timesteps(
-        {f"{c['loss']} {m}": tuple(curve) for c in cells.values() if c["fold"] == any_cell["fold"]
-         for m, curve in c["dice_vs_timesteps"].items()},
+        {f"{c['loss']} {m}": tuple(curve) for c in shown for m, curve in c["dice_vs_timesteps"].items()},
         out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)", floor=floor["dice_2d"],
+        # each loss's ANN on the fold shown (the cell keeps every test slice's Dice)
+        ann={f"{c['loss']} ANN": float(np.mean(c["models"]["ann"]["slice_dice"])) for c in shown},
         title=f"U-Net spiking Dice against timesteps (fold {any_cell['fold']})")
     return records
 

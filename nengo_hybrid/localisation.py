@@ -195,10 +195,6 @@ def write_report(out_dir, model, config, images, true_boxes, floor_box, results,
     ann = next((r["iou"] for r in records if r["model"] == "ann"), None)
     sweeps = {name: (sorted(outputs), [iou_columns(outputs[t], true_boxes)["iou"] for t in sorted(outputs)])
               for name, outputs in results["sweeps"].items()}
-    report.metric_vs_timesteps(sweeps, out_dir / "iou_vs_timesteps.png", "mean IoU", floor=floor, ann=ann,
-                               title=f"{table.title} spiking IoU against timesteps")
-    # the figure's numbers, for a reader who wants more than the picture
-    write_json(out_dir / "iou_vs_timesteps.json", {
-        "floor": floor, "ann": ann, "window": config.eval_window,
-        "models": {name: {"timesteps": steps, "iou": ious} for name, (steps, ious) in sweeps.items()}})
+    report.curves_and_numbers(sweeps, out_dir / "iou_vs_timesteps.png", "mean IoU", "iou", floor=floor, ann=ann,
+                              title=f"{table.title} spiking IoU against timesteps", window=config.eval_window)
     return records

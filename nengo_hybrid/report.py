@@ -196,18 +196,38 @@ CURVE_LABELS = {"loss": "total loss (task + rate regularisation)",
                                                    "slices on target (early stopping)"}
 
 
+# a training history's key (`stages.train`) of the validation values of the weights the
+# stage started from: its epoch 0
+START_SCORES = "start"
+
+
 def training_curves(histories, path):
-    """Loss per epoch of each training stage (training and validation)."""
+    """Loss per epoch of each training stage (training and validation).
+
+    A validation curve whose history holds ``START_SCORES`` starts at epoch 0 with the
+    starting weights' value, marked: for fine-tuning, the converted network's, which
+    an epoch must beat to be kept."""
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.2), squeeze=False)
     for ax, (stage, history) in zip(axes[0], histories.items()):
+        start = history.get(START_SCORES, {})
         for key, values in history.items():
+            if key == START_SCORES:
+                continue
             if history.get(f"{key[:-4]}output_loss" if key.endswith("loss") else None) == values:
                 continue  # a total with nothing but the task loss in it: drawn once
             if key in CURVE_LABELS:
                 # the watched validation Dice error (no loss) dashed beside the losses
                 style = "--" if "dice_error" in key else "-"
-                ax.plot(np.arange(1, len(values) + 1), values, style, label=CURVE_LABELS[key])
+                epochs = np.arange(1, len(values) + 1)
+                if key in start:
+                    epochs, values = np.arange(len(values) + 1), [start[key], *values]
+                line, = ax.plot(epochs, values, style, label=CURVE_LABELS[key])
+                if key in start:
+                    ax.plot(0, start[key], "*", ms=10, color=line.get_color())
+        if start:
+            ax.plot([], [], "*", color="grey", label="epoch 0: the starting weights")
         ax.set(xlabel="epoch", ylabel="loss", title=stage, yscale="log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     save_figure(fig, path)
 
@@ -215,17 +235,29 @@ def training_curves(histories, path):
 def metric_vs_timesteps(curves, path, metric, floor=None, title="", ann=None):
     """A metric against the number of inference timesteps, one line per model, with
     the ``floor`` (a model that ignores its input) and the ``ann`` they were converted
-    from as horizontal lines: how far each spiking model is from either."""
+    from as horizontal lines: how far each spiking model is from either.  ``ann`` is
+    one value, or ``{label: value}`` for curves converted from several ANNs."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for model, (steps, values) in curves.items():
         ax.plot(steps, values, "o-", label=model)
-    if ann is not None:
-        ax.axhline(ann, color="black", ls=":", label="ANN (rate neurons)")
+    anns = ann if isinstance(ann, dict) else {} if ann is None else {"ANN (rate neurons)": ann}
+    for (label, value), style in zip(anns.items(), [":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2))] * 4):
+        ax.axhline(value, color="black", ls=style, label=label)
     if floor is not None:
         ax.axhline(floor, color="grey", ls="--", label="floor (ignores the input)")
     ax.set(xlabel="inference timesteps", ylabel=metric, xscale="log", title=title)
     ax.legend()
     save_figure(fig, path)
+
+
+def curves_and_numbers(curves, path, metric, key, floor=None, ann=None, title="", **extra):
+    """`metric_vs_timesteps` at ``path`` (a .png) and its numbers beside it (.json, for
+    a reader who wants more than the picture): ``floor``, ``ann``, ``extra`` and
+    ``models``: ``{model: {"timesteps": [...], key: [...]}}``."""
+    metric_vs_timesteps(curves, path, metric, floor=floor, title=title, ann=ann)
+    write_json(Path(path).with_suffix(".json"), {
+        "floor": floor, "ann": ann, **extra,
+        "models": {name: {"timesteps": list(steps), key: list(values)} for name, (steps, values) in curves.items()}})
 
 
 def box_grid(images, true_boxes, predicted, path, ious=None, columns=4):

@@ -213,11 +213,19 @@ def run_figures(out_dir, title, config, slices, masks, results, masks_file, swee
                 config.figure_slices, config.threshold)
     if sweeps is None or slices.masks is None:
         return
-    shape = slices.images.shape[1:3]
-    floor = scores(masks[FLOOR], slices, config.threshold)["dice_2d"] if FLOOR in masks else None
-    report.metric_vs_timesteps(dice_sweep(sweeps, shape, slices, config.threshold),
-                               out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)", floor=floor,
-                               title=f"{title} spiking Dice against timesteps")
+    dice_vs_timesteps(out_dir / "dice_vs_timesteps.png", f"{title} spiking Dice against timesteps",
+                      config, slices, masks, sweeps)
+
+
+def dice_vs_timesteps(path, title, config, slices, masks, sweeps):
+    """2D Dice (all slices) of each spiking model of ``sweeps`` against timesteps, with
+    the floor's (``masks[FLOOR]``) and the ANN's (``masks["ann"]``) as lines; the
+    numbers beside the figure (.json)."""
+    def dice(name):
+        return scores(masks[name], slices, config.threshold)["dice_2d"] if name in masks else None
+
+    report.curves_and_numbers(dice_sweep(sweeps, slices.images.shape[1:3], slices, config.threshold), path,
+                              "2D Dice (all slices)", "dice_2d", floor=dice(FLOOR), ann=dice("ann"), title=title)
 
 
 def write_masks(slices, predicted, out_dir, model_name, extra=None):

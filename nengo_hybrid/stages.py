@@ -31,6 +31,7 @@ from nengo_hybrid.gradients import FixedOrderAdam, fixed_sum_order
 from nengo_hybrid.losses import LastTimesteps, ReadoutWindows, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
+from nengo_hybrid.report import START_SCORES
 from nengo_hybrid.runtime import COUNT_LAG, load_params, save_params
 from nengo_hybrid.simulation import iterate_predictions, predict
 
@@ -229,7 +230,9 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
     Returns
     -------
     dict
-        The training history (per-epoch losses) and the epoch training stopped at; with
+        The training history (per-epoch losses; with validation data also
+        ``history[START_SCORES]``, the validation values of the starting weights, epoch 0)
+        and the epoch training stopped at; with
         ``groups`` also ``validation_groups``, the held-out ids as str.
     """
     run_dir = Path(run_dir)
@@ -296,8 +299,11 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
         if n_val and state["epoch"] == 0:
             # the starting weights are the first candidate: fine-tuning that never beats
             # them on validation returns them, not its least bad epoch
-            scores = sim.evaluate(validation, verbose=0)
-            stopper.consider({f"val_{key}": value for key, value in scores.items()}, epoch=-1)
+            scores = {f"val_{key}": float(value) for key, value in sim.evaluate(validation, verbose=0).items()}
+            stopper.consider(scores, epoch=-1)
+            # kept as the history's epoch 0: the value every epoch must beat (for fine-tuning,
+            # the converted network's), drawn at the start of the validation curves
+            state["start_scores"] = scores
 
         verbose = 1 if sys.stdout.isatty() else 2
         while state["epoch"] < settings.epochs and not _stopped(state, settings):
@@ -316,7 +322,10 @@ def train(converted, sim, x, y, loss, settings: TrainSettings, run_dir, *,
                 after_epoch(state["epoch"], sim)
         if settings.patience and (run_dir / "best.npz").exists():
             load_params(sim, run_dir / "best")  # restore the best epoch's weights
-    result = {"history": state["history"], "epochs": state["epoch"], "best_epoch": state.get("best_epoch")}
+    history = dict(state["history"])
+    if "start_scores" in state:
+        history[START_SCORES] = state["start_scores"]
+    result = {"history": history, "epochs": state["epoch"], "best_epoch": state.get("best_epoch")}
     if groups is not None:
         result["validation_groups"] = state["validation_groups"]
     return result

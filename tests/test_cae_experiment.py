@@ -101,6 +101,23 @@ def test_run_writes_configuration_split_versions_timings_and_figures(quick_run, 
         assert (quick_run / name).stat().st_size > 5000, name
 
 
+def test_dice_vs_timesteps_numbers_are_the_tables(quick_run):
+    # the figure's lines: the atlas (floor) and the ANN at the table's 2D Dice over all
+    # slices, each SNN's curve through its table entry at its budget's timesteps
+    config = json.loads((quick_run / "config.json").read_text())
+    curves = json.loads((quick_run / "dice_vs_timesteps.json").read_text())
+    table = {(r["model"], r["budget"]): r for r in json.loads((quick_run / "table2.json").read_text())}
+    assert curves["floor"] == table["atlas", None]["dice_2d"] and curves["ann"] == table["ann", None]["dice_2d"]
+    assert curves["ann"] > curves["floor"]
+    for name in ("converted", "hybrid"):
+        curve = curves["models"][name]
+        at_budget = curve["dice_2d"][curve["timesteps"].index(config["eval_steps"])]
+        assert at_budget == pytest.approx(table[name, "long"]["dice_2d"], abs=1e-12)
+    short = table["hybrid", "short"]
+    curve = curves["models"][f"hybrid ({short['timesteps']} steps)"]
+    assert curve["dice_2d"][curve["timesteps"].index(short["timesteps"])] == pytest.approx(short["dice_2d"], abs=1e-12)
+
+
 def _copy_subjects(msd_root, ids, folder, labels=True):
     (folder / "images").mkdir(parents=True)
     if labels:

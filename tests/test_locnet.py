@@ -88,6 +88,39 @@ def test_iou_vs_timesteps_draws_each_model_and_the_ann_and_floor_levels(tmp_path
     assert set(lines["floor (ignores the input)"].get_ydata()) == {0.88}
 
 
+def test_one_ann_line_per_label_when_curves_come_from_several_anns(tmp_path, monkeypatch):
+    from nengo_hybrid import report
+
+    drawn = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.update(fig=fig))
+    curves = {"bce converted": ([20, 40], [0.5, 0.6]), "dice converted": ([20, 40], [0.55, 0.65])}
+    report.metric_vs_timesteps(curves, tmp_path / "f.png", "2D Dice", ann={"bce ANN": 0.7, "dice ANN": 0.72})
+    lines = {line.get_label(): line for line in drawn["fig"].axes[0].get_lines()}
+    assert set(lines["bce ANN"].get_ydata()) == {0.7} and set(lines["dice ANN"].get_ydata()) == {0.72}
+    assert lines["bce ANN"].get_linestyle() != lines["dice ANN"].get_linestyle()
+
+
+def test_training_curves_start_validation_at_the_starting_weights(tmp_path, monkeypatch):
+    # the fine-tuning panel's validation curve starts at epoch 0 with the converted
+    # network's loss (the value an epoch must beat to be kept), marked
+    from nengo_hybrid import report
+
+    drawn = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.update(fig=fig))
+    histories = {"ann": {"loss": [2.0, 1.5], "val_loss": [2.2, 1.9]},
+                 "hybrid": {"loss": [1.3, 1.2], "val_loss": [1.88, 1.86], "start": {"val_loss": 1.80}}}
+    report.training_curves(histories, tmp_path / "f.png")
+    ann_axes, hybrid_axes = drawn["fig"].axes
+    ann_lines = {line.get_label(): line for line in ann_axes.get_lines()}
+    assert list(ann_lines["validation total loss"].get_xdata()) == [1, 2]
+    lines = {line.get_label(): line for line in hybrid_axes.get_lines()}
+    validation = lines["validation total loss"]
+    assert list(validation.get_xdata()) == [0, 1, 2] and list(validation.get_ydata()) == [1.80, 1.88, 1.86]
+    assert list(lines["total loss (task + rate regularisation)"].get_xdata()) == [1, 2]
+    stars = [line for line in hybrid_axes.get_lines() if line.get_marker() == "*" and len(line.get_xdata())]
+    assert [(list(s.get_xdata()), list(s.get_ydata())) for s in stars] == [([0], [1.80])]
+
+
 def test_iou_vs_timesteps_numbers_are_the_tables_at_its_timesteps(quick_run):
     # the figure's numbers: every swept timestep of both SNNs, and at eval_steps the very
     # IoU the table reports (the table's box is the sweep's entry at eval_steps)

@@ -70,6 +70,12 @@ def test_fine_tuning_that_never_helps_returns_the_starting_weights(tmp_path):
         assert result["best_epoch"] == 0 and result["epochs"] == 3
         for before, after in zip(start, weights(sim)):
             np.testing.assert_array_equal(before, after)
+    # the history's epoch 0 (drawn first in training_curves.png) is the starting weights'
+    # validation loss: the Keras network's squared error on the held-out examples
+    val_idx, _ = validation_split(len(x), settings)
+    expected = np.mean((regression().predict(x[val_idx], verbose=0) - y[val_idx]) ** 2)
+    np.testing.assert_allclose(result["history"]["start"]["val_loss"], expected, rtol=1e-5)
+    assert all(loss > expected for loss in result["history"]["val_loss"])  # why epoch 0 was kept
 
 
 def test_training_that_helps_keeps_its_best_epoch(tmp_path):
