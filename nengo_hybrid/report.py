@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nengo_hybrid.atomic import replacing, save_array, write_json, write_text  # noqa: E402, F401
+from nengo_hybrid.history import START_SCORES, curve  # noqa: E402
 
 
 def save_figure(fig, path):
@@ -196,16 +197,11 @@ CURVE_LABELS = {"loss": "total loss (task + rate regularisation)",
                                                    "slices on target (early stopping)"}
 
 
-# a training history's key (`stages.train`) of the validation values of the weights the
-# stage started from: its epoch 0
-START_SCORES = "start"
-
-
 def training_curves(histories, path):
     """Loss per epoch of each training stage (training and validation).
 
-    A validation curve whose history holds ``START_SCORES`` starts at epoch 0 with the
-    starting weights' value, marked: for fine-tuning, the converted network's, which
+    A validation curve whose history holds the starting weights' value
+    (`nengo_hybrid.history`) starts at epoch 0 with it, marked: for fine-tuning, the converted network's, which
     an epoch must beat to be kept."""
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.2), squeeze=False)
     for ax, (stage, history) in zip(axes[0], histories.items()):
@@ -218,10 +214,7 @@ def training_curves(histories, path):
             if key in CURVE_LABELS:
                 # the watched validation Dice error (no loss) dashed beside the losses
                 style = "--" if "dice_error" in key else "-"
-                epochs = np.arange(1, len(values) + 1)
-                if key in start:
-                    epochs, values = np.arange(len(values) + 1), [start[key], *values]
-                line, = ax.plot(epochs, values, style, label=CURVE_LABELS[key])
+                line, = ax.plot(*curve(history, key), style, label=CURVE_LABELS[key])
                 if key in start:
                     ax.plot(0, start[key], "*", ms=10, color=line.get_color())
         if start:

@@ -28,10 +28,10 @@ from nengo_hybrid.balancing import apply_thresholds, balance_thresholds
 from nengo_hybrid.encoding import draw_seed
 from nengo_hybrid.families import convert, get_family
 from nengo_hybrid.gradients import FixedOrderAdam, fixed_sum_order
+from nengo_hybrid.history import START_SCORES
 from nengo_hybrid.losses import LastTimesteps, ReadoutWindows, SliceDiceError
 from nengo_hybrid.metrics import input_spike_rate_hz
 from nengo_hybrid.regularization import RateRegularization
-from nengo_hybrid.report import START_SCORES
 from nengo_hybrid.runtime import COUNT_LAG, load_params, save_params
 from nengo_hybrid.simulation import iterate_predictions, predict
 
