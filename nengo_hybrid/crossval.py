@@ -315,12 +315,15 @@ def write_table(out_dir, config, cells, caption, missing=()):
         if (figure_cell / name).exists():
             write_bytes(out_dir / name, (figure_cell / name).read_bytes())
     shown = [c for c in cells.values() if c["fold"] == any_cell["fold"]]
-    report.metric_vs_timesteps(
+
+    def fold_dice(cell, model):  # on the fold shown, as the curves are (the table pools the folds)
+        return float(np.mean(cell["models"][model]["slice_dice"]))
+
+    report.curves_and_numbers(
         {f"{c['loss']} {m}": tuple(curve) for c in shown for m, curve in c["dice_vs_timesteps"].items()},
-        out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)", floor=floor["dice_2d"],
-        # each loss's ANN on the fold shown (the cell keeps every test slice's Dice)
-        ann={f"{c['loss']} ANN": float(np.mean(c["models"]["ann"]["slice_dice"])) for c in shown},
-        title=f"U-Net spiking Dice against timesteps (fold {any_cell['fold']})")
+        out_dir / "dice_vs_timesteps.png", "2D Dice (all slices)", "dice_2d", floor=fold_dice(shown[0], FLOOR),
+        ann={f"{c['loss']} ANN": fold_dice(c, "ann") for c in shown},
+        title=f"U-Net spiking Dice against timesteps (fold {any_cell['fold']})", fold=any_cell["fold"])
     return records
 
 

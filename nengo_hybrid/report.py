@@ -205,19 +205,17 @@ def training_curves(histories, path):
     an epoch must beat to be kept."""
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.2), squeeze=False)
     for ax, (stage, history) in zip(axes[0], histories.items()):
-        start = history.get(START_SCORES, {})
         for key, values in history.items():
-            if key == START_SCORES:
-                continue
             if history.get(f"{key[:-4]}output_loss" if key.endswith("loss") else None) == values:
                 continue  # a total with nothing but the task loss in it: drawn once
             if key in CURVE_LABELS:
                 # the watched validation Dice error (no loss) dashed beside the losses
                 style = "--" if "dice_error" in key else "-"
-                line, = ax.plot(*curve(history, key), style, label=CURVE_LABELS[key])
-                if key in start:
-                    ax.plot(0, start[key], "*", ms=10, color=line.get_color())
-        if start:
+                epochs, values = curve(history, key)
+                line, = ax.plot(epochs, values, style, label=CURVE_LABELS[key])
+                if epochs[0] == 0:
+                    ax.plot(0, values[0], "*", ms=10, color=line.get_color())
+        if history.get(START_SCORES):
             ax.plot([], [], "*", color="grey", label="epoch 0: the starting weights")
         ax.set(xlabel="epoch", ylabel="loss", title=stage, yscale="log")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

@@ -95,6 +95,21 @@ def test_cells_keep_thresholds_scores_and_figures(quick_run):
         assert image.shape[0] > 200 and len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50, name
 
 
+def test_dice_vs_timesteps_draws_each_losss_ann_and_the_atlas_of_the_fold_shown(quick_run):
+    # the pooled figure's lines (its numbers beside it): every cell's curves, and each
+    # loss's ANN and the atlas at the fold's 2D Dice, which a one-fold run's table pools
+    shown = json.loads((quick_run / "dice_vs_timesteps.json").read_text())
+    table = {(r["model"], r["loss"]): r["dice_2d"] for r in json.loads((quick_run / "table1.json").read_text())}
+    assert shown["fold"] == 0 and shown["floor"] == pytest.approx(table["atlas", None], abs=1e-12)
+    assert sorted(shown["ann"]) == [f"{loss} ANN" for loss in sorted(LOSSES)]
+    for loss in LOSSES:
+        assert shown["ann"][f"{loss} ANN"] == pytest.approx(table["ann", loss], abs=1e-12)
+        cell = json.loads((quick_run / "cells" / "fold0" / loss / "dice_vs_timesteps.json").read_text())
+        assert cell["ann"] == pytest.approx(table["ann", loss], abs=1e-12)
+        for model, curve in cell["models"].items():
+            assert shown["models"][f"{loss} {model}"] == curve
+
+
 def test_resume_reads_finished_cells_without_training_them_again(quick_run):
     cell = quick_run / "cells" / "fold0" / "bce"
     before = {p: p.stat().st_mtime_ns for p in (cell / "scores.json", cell / "fine_tuned.npz")}
