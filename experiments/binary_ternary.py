@@ -59,9 +59,10 @@ class VGGConfig:
     intensity: str = "zero_mean"  # every cell sets its coding's
     ann: TrainSettings = TrainSettings(learning_rate=1e-3, epochs=100, batch_size=64, patience=10,
                                        validation_fraction=0.1, plateau_patience=4, plateau_factor=0.5)
+    # each weight's per-timestep gradients summed in a fixed order (`nengo_hybrid.gradients`)
     finetune: TrainSettings = TrainSettings(learning_rate=1e-4, epochs=35, batch_size=64, n_steps=200,
                                             patience=5, validation_fraction=0.1, plateau_patience=2,
-                                            plateau_factor=0.5)
+                                            plateau_factor=0.5, fixed_order_sums=True)
     synapse: float = None
     scale_firing_rates: float = None
     eval_steps: int = 200
@@ -114,7 +115,7 @@ PROFILES = {
                 max_test=200,
                 ann=TrainSettings(learning_rate=3e-3, epochs=3, batch_size=32),
                 finetune=TrainSettings(learning_rate=1e-4, epochs=1, batch_size=32, n_steps=8,
-                                       examples_per_epoch=64),
+                                       examples_per_epoch=64, fixed_order_sums=True),
                 eval_steps=8, eval_window=8, steps_sweep=(4, 8), eval_batch=64, rate_examples=64,
                 spiking=replace(PAPER_VGG.spiking, balancing=Balancing(examples=32, percentile=99.0,
                                                                        batch_size=32, initial_potential=0.5)),

@@ -37,8 +37,10 @@ class FinetuneVsDirectConfig:
     # validation Dice is read after each of these numbers of minibatches (multiples of
     # the first, which is one epoch)
     checkpoints: tuple = (50, 100, 200, 400, 800)
-    # both modes; n_steps None: the U-Net run's T
-    train: TrainSettings = TrainSettings(learning_rate=1e-3, epochs=1, batch_size=26, n_steps=None)
+    # both modes; n_steps None: the U-Net run's T; each weight's per-timestep gradients
+    # summed in a fixed order (`nengo_hybrid.gradients`)
+    train: TrainSettings = TrainSettings(learning_rate=1e-3, epochs=1, batch_size=26, n_steps=None,
+                                         fixed_order_sums=True)
     validation_subjects: int = 0  # 0: every validation subject of the cell's fold
     target_fraction: float = 0.9  # of the ANN's validation Dice
     seed: int = 0
@@ -51,10 +53,12 @@ PROFILES = {
     # the cpu U-Net (8/16/32 channels) at T = 20 with minibatches of 8 costs ~2.3 s a
     # minibatch on 2 cores: 160 minibatches per run, 6 runs
     "cpu": FinetuneVsDirectConfig(unet_profile="cpu", checkpoints=(20, 40, 80, 160),
-                                  train=TrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, n_steps=20),
+                                  train=TrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, n_steps=20,
+                                                      fixed_order_sums=True),
                                   validation_subjects=2),
     "quick": FinetuneVsDirectConfig(unet_profile="quick", checkpoints=(4, 8, 16),
-                                    train=TrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, n_steps=None),
+                                    train=TrainSettings(learning_rate=1e-3, epochs=1, batch_size=8, n_steps=None,
+                                                        fixed_order_sums=True),
                                     validation_subjects=1),
 }
 
