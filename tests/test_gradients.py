@@ -150,3 +150,32 @@ def test_a_training_stage_with_fixed_order_sums_trains_as_adam_does_and_repeats(
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True,
                           text=True)
     assert done.stdout.strip().endswith("ok")
+
+
+def _train_settings(config, path=()):
+    """Every `TrainSettings` in an experiment's configuration, with its field path."""
+    import dataclasses
+
+    from nengo_hybrid.stages import TrainSettings
+
+    if isinstance(config, TrainSettings):
+        yield ".".join(path), config
+    elif dataclasses.is_dataclass(config):
+        for field in dataclasses.fields(config):
+            yield from _train_settings(getattr(config, field.name), path + (field.name,))
+
+
+@pytest.mark.parametrize("experiment", ["locnet", "cae", "unet", "binary_ternary", "finetune_vs_direct"])
+def test_every_profile_trains_through_time_with_its_sums_in_a_fixed_order(experiment):
+    # in TensorFlow's order a spiking stage's weights differ between two runs of one seed
+    # (docs/locnet_log.md, "Bit-reproducibility"); an ANN stage runs one timestep, so each
+    # weight's gradient is one term and any order gives the same sum
+    import importlib
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    profiles = importlib.import_module(experiment).PROFILES
+    through_time = [(profile, path, settings) for profile, config in profiles.items()
+                    for path, settings in _train_settings(config) if settings.n_steps != 1]
+    assert {profile for profile, _, _ in through_time} == set(profiles)  # every profile has one
+    assert [(profile, path) for profile, path, settings in through_time if not settings.fixed_order_sums] == []
