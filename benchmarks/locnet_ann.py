@@ -41,6 +41,64 @@ from nengo_hybrid.paths import add_data_argument, config_with_overrides, data_di
 from nengo_hybrid.stages import ann_outputs, ann_stage, validation_split, write_run_config  # noqa: E402
 
 
+class ValidationAirplanes:
+    """The airplanes the paper profile's ANN stage holds out for early stopping (never the
+    test split), their floor (the mean box of the airplanes it trains on), and the
+    scoring of one variant's boxes against both and against the first variant scored.
+
+    Parameters
+    ----------
+    config : LocNetConfig
+        The split (``seed``, ``test_fraction``) and the ANN stage's validation fraction.
+    root : path
+        The Caltech-101 folder.
+    """
+
+    def __init__(self, config, root):
+        (self.x_train, self.y_train, _), _ = localisation.load_split(config, root)
+        self.val_idx, self.train_idx = validation_split(len(self.x_train), config.ann)
+        self.y_val = self.y_train[self.val_idx]
+        floor_boxes = np.tile(self.y_train[self.train_idx].mean(axis=0), (len(self.y_val), 1))
+        self.floor = localisation.iou_columns(floor_boxes, self.y_val)
+        self.floor_per_image = metrics.box_iou(floor_boxes, self.y_val)
+
+    def score(self, record, variant, boxes, **extra):
+        """Append the entry of ``variant``'s validation ``boxes`` to ``record["variants"]``
+        (with ``extra`` fields) and print it: mean IoU, fraction at IoU >= 0.9, gain over
+        the floor and difference from the first variant, each with its paired standard
+        error (the std of the per-image differences over sqrt(n))."""
+        scores = localisation.iou_columns(boxes, self.y_val)
+        per_image = metrics.box_iou(boxes, self.y_val)
+        gain = metrics.paired_difference(per_image, self.floor_per_image)
+        entry = {"variant": variant, "floor": self.floor, "ann": scores, "gain_over_floor": gain["mean"],
+                 "gain_over_floor_se": gain["se"], "per_image_iou": per_image.tolist(), **extra}
+        compared = ""
+        if record["variants"]:
+            first = record["variants"][0]
+            versus = metrics.paired_difference(per_image, np.array(first["per_image_iou"]))
+            entry["versus_first"] = {"variant": first["variant"], "difference": versus["mean"], "se": versus["se"]}
+            compared = f"; against {first['variant']!r}: {versus['mean']:+.4f} ± {versus['se']:.4f}"
+        record["variants"].append(entry)
+        print(f"[{variant}] {len(self.y_val)} validation airplanes: IoU {scores['iou']:.4f} "
+              f"(floor {self.floor['iou']:.4f}, gain {gain['mean']:+.4f} ± {gain['se']:.4f} s.e.), IoU >= 0.9: "
+              f"{scores['frac_iou_ge_0.9']:.2f} (floor {self.floor['frac_iou_ge_0.9']:.2f}){compared}; best "
+              f"epoch {extra['best_epoch']} of {extra['epochs']}, {extra['seconds']:.0f} s", flush=True)
+        return entry
+
+
+def train_ann(config, model, targets, augment, loss, airplanes, work, resume=False):
+    """The paper profile's ANN stage of ``model`` in the run folder ``work`` (which
+    ``benchmarks/locnet_conversion.py --run`` converts again); returns `train`'s result
+    and the boxes it predicts for the validation airplanes."""
+    write_run_config(work, asdict(config), resume)
+    write_json(work / "targets.json", targets.to_json())
+    result = ann_stage(model, config, airplanes.x_train, targets.standardise(airplanes.y_train), loss, work,
+                       regularization=config.regularization() if config.ann.rate_terms else None,
+                       augment=augment, resume=resume)
+    boxes = targets.restore(ann_outputs(model, config, work / "ann", airplanes.x_train[airplanes.val_idx]))
+    return result, boxes
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_argument(parser)
@@ -54,40 +112,14 @@ def main(argv=None):
     record = {"seed": args.seed, "variants": []}
     for variant in args.variants:
         config = config_with_overrides(replace(locnet.PROFILES["paper"], seed=args.seed), variant)
-        (x_train, y_train, _), _ = localisation.load_split(config, root)
-        targets, model, augment, loss = localisation.training_setup(config, x_train, y_train, locnet.make_model)
-        val_idx, train_idx = validation_split(len(x_train), config.ann)
-        y_val = y_train[val_idx]
-        floor_boxes = np.tile(y_train[train_idx].mean(axis=0), (len(y_val), 1))
-        floor = localisation.iou_columns(floor_boxes, y_val)
-        floor_per_image = metrics.box_iou(floor_boxes, y_val)
+        airplanes = ValidationAirplanes(config, root)
+        targets, model, augment, loss = localisation.training_setup(
+            config, airplanes.x_train, airplanes.y_train, locnet.make_model)
         work = Path(args.work) / re.sub(r"[^A-Za-z0-9.=_-]+", "_", variant)
-        # a run folder that benchmarks/locnet_conversion.py can convert again
-        write_run_config(work, asdict(config), args.resume)
-        write_json(work / "targets.json", targets.to_json())
         start = time.time()
-        result = ann_stage(model, config, x_train, targets.standardise(y_train), loss, work,
-                           regularization=config.regularization() if config.ann.rate_terms else None,
-                           augment=augment, resume=args.resume)
-        seconds = time.time() - start
-        boxes = targets.restore(ann_outputs(model, config, work / "ann", x_train[val_idx]))
-        scores = localisation.iou_columns(boxes, y_val)
-        per_image = metrics.box_iou(boxes, y_val)
-        gain = metrics.paired_difference(per_image, floor_per_image)
-        entry = {"variant": variant, "floor": floor, "ann": scores, "gain_over_floor": gain["mean"],
-                 "gain_over_floor_se": gain["se"], "per_image_iou": per_image.tolist(),
-                 "epochs": result["epochs"], "best_epoch": result["best_epoch"], "seconds": seconds}
-        compared = ""
-        if record["variants"]:
-            first = record["variants"][0]
-            versus = metrics.paired_difference(per_image, np.array(first["per_image_iou"]))
-            entry["versus_first"] = {"variant": first["variant"], "difference": versus["mean"], "se": versus["se"]}
-            compared = f"; against {first['variant']!r}: {versus['mean']:+.4f} ± {versus['se']:.4f}"
-        record["variants"].append(entry)
-        print(f"[{variant}] {len(y_val)} validation airplanes: IoU {scores['iou']:.4f} "
-              f"(floor {floor['iou']:.4f}, gain {gain['mean']:+.4f} ± {gain['se']:.4f} s.e.), IoU >= 0.9: "
-              f"{scores['frac_iou_ge_0.9']:.2f} (floor {floor['frac_iou_ge_0.9']:.2f}){compared}; best epoch "
-              f"{result['best_epoch']} of {result['epochs']}, {seconds:.0f} s", flush=True)
+        result, boxes = train_ann(config, model, targets, augment, loss, airplanes, work, args.resume)
+        airplanes.score(record, variant, boxes, epochs=result["epochs"], best_epoch=result["best_epoch"],
+                        seconds=time.time() - start)
         report.write_probe(args.out, record)
     print(f"\n{report.describe_cpu(record['cpu'])}; written to {args.out}")
     return 0

@@ -1,5 +1,5 @@
 """Box-preserving image augmentation: mirror, zoom and shift, with the box moved along;
-brightness and contrast, which leave it where it is.
+brightness, contrast and erasing, which leave it where it is.
 
 Boxes are ``(top, left, bottom, right)`` normalised to [0, 1] of the image.  A crop
 window of relative size :math:`z` at offset :math:`(o_y, o_x)` (both in image units),
@@ -51,7 +51,10 @@ class BoxAugmentation:
     column).  Then each
     image's contrast is scaled by :math:`c \\sim U[1 - \\text{contrast}, 1 + \\text{contrast}]`
     about its mean and :math:`b \\sim U[-\\text{brightness}, \\text{brightness}]` is added
-    (pixels read in [0, 1], clipped to it).
+    (pixels read in [0, 1], clipped to it).  Last, a rectangle of
+    :math:`h \sim U[0, \text{erase}]` of the height by :math:`w \sim U[0, \text{erase}]` of
+    the width (rounded to whole pixels) at a uniform position inside the image is painted
+    with the image's mean colour (random erasing; no box moves).
 
     Parameters
     ----------
@@ -63,8 +66,10 @@ class BoxAugmentation:
         Largest shift, as a fraction of the image's height (rows) and width (columns).
     brightness, contrast : float
         Largest brightness shift and relative contrast change.
+    erase : float
+        Largest height and width of the erased rectangle, as fractions of the image's.
 
-    0 disables a zoom, shift or jitter, and a disabled one draws nothing, so the other
+    0 disables a zoom, shift, jitter or erasing, and a disabled one draws nothing, so the other
     draws are as without it.
     """
 
@@ -73,6 +78,7 @@ class BoxAugmentation:
     max_shift: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
+    erase: float = 0.0
 
     def __call__(self, images, boxes, rng):
         """Augmented copies of ``images`` (n, H, W, C) and ``boxes`` (n, 4), drawn from
@@ -87,7 +93,20 @@ class BoxAugmentation:
             images, boxes = self._shift(images, boxes, rng)
         if self.brightness > 0 or self.contrast > 0:
             images = self._jitter(images, rng)
+        if self.erase > 0:
+            images = self._erase(images, rng)
         return images, boxes
+
+    def _erase(self, images, rng):
+        n, height, width = images.shape[:3]
+        sides = rng.uniform(0, self.erase, size=(n, 2)) * [height, width]
+        rows, cols = np.rint(sides).astype(int).T
+        tops = (rng.uniform(size=n) * (height - rows + 1)).astype(int)
+        lefts = (rng.uniform(size=n) * (width - cols + 1)).astype(int)
+        erased = images.copy()
+        for i in range(n):
+            erased[i, tops[i]:tops[i] + rows[i], lefts[i]:lefts[i] + cols[i]] = images[i].mean(axis=(0, 1))
+        return erased
 
     def _jitter(self, images, rng):
         n = len(images)

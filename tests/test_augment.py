@@ -143,3 +143,26 @@ def test_disabled_jitter_draws_nothing():
                             contrast=0.0)(images, boxes, np.random.RandomState(2))
     for a, b in zip(plain, zeros):
         np.testing.assert_array_equal(a, b)
+
+
+def test_erasing_fills_one_rectangle_per_image_with_its_mean_and_moves_no_box():
+    rng = np.random.RandomState(0)
+    images = rng.uniform(size=(20, 30, 40, 3)).astype(np.float32)
+    boxes = rng.uniform(size=(20, 4)).astype(np.float32)
+    erased, same_boxes = BoxAugmentation(flip=0.0, max_zoom=0.0, erase=0.5)(images, boxes, np.random.RandomState(1))
+    np.testing.assert_array_equal(same_boxes, boxes)
+    for before, after in zip(images, erased):
+        changed = (after != before).any(axis=2)
+        rows, cols = np.nonzero(changed)
+        if not len(rows):
+            continue
+        # one rectangle, at most half the height and half the width, painted with the
+        # image's per-channel mean (taken before erasing)
+        rectangle = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        assert rows.max() - rows.min() + 1 <= 15 and cols.max() - cols.min() + 1 <= 20
+        np.testing.assert_allclose(after[rectangle], np.broadcast_to(before.mean(axis=(0, 1)), after[rectangle].shape),
+                                   rtol=1e-6)
+        outside = np.ones(changed.shape, bool)
+        outside[rectangle] = False
+        np.testing.assert_array_equal(after[outside], before[outside])
+    assert sum((a != b).any() for a, b in zip(images, erased)) >= 15
