@@ -423,7 +423,7 @@ def write_run_config(out_dir, config_dict, resume):
 
 # settings added after runs were already checkpointed, with the value that trains as those
 # runs did: a record written before a setting existed resumes under that value
-ADDED_SETTINGS = {"cosine_decay": False, "fixed_order_sums": False, "weight_decay": 0.0}
+ADDED_SETTINGS = {"cosine_decay": False, "fixed_order_sums": False, "weight_decay": 0.0, "erase": 0.0}
 
 
 def _differences(old, new, prefix=""):

@@ -258,6 +258,24 @@ def test_a_run_checkpointed_before_a_setting_existed_resumes(tmp_path, added):
                          resume=True)
 
 
+def test_a_locnet_run_checkpointed_before_random_erasing_existed_resumes(tmp_path):
+    """LocNet's ``erase`` (2026-12-08) is missing from older runs' configurations: they
+    trained without erasing, so they resume under 0 and are refused under another value."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    config = importlib.import_module("locnet").PROFILES["paper"]
+    before = dataclasses.asdict(config)
+    del before["erase"]
+    write_run_config(tmp_path, before, resume=False)
+    write_run_config(tmp_path, dataclasses.asdict(config), resume=True)
+    write_run_config(tmp_path, before, resume=False)
+    with pytest.raises(ResumeMismatch, match=r"erase: '<missing>' before, 0\.2 now"):
+        write_run_config(tmp_path, dataclasses.asdict(dataclasses.replace(config, erase=0.2)), resume=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class TwoStageConfig:
     ann: TrainSettings
