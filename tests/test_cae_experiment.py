@@ -13,6 +13,9 @@ import pytest
 
 from conftest import run_experiment
 
+# one worker trains the module's run, once (spread over two workers, both trained it)
+pytestmark = pytest.mark.xdist_group("cae_quick_run")
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "cae.py"
 FIGURES = ["figure3_masks.png", "firing_rates.png", "training_curves.png", "dice_vs_timesteps.png"]

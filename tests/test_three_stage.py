@@ -19,6 +19,9 @@ from nengo_hybrid.models.cae import build_cae, mask_probabilities
 from nengo_hybrid.stages import (Balancing, SpikingSettings, TrainSettings, evaluate_stages,
                                  run_stages)
 
+# one worker trains the module's run, once (spread over two workers, both trained it)
+pytestmark = pytest.mark.xdist_group("three_stage_run")
+
 T = 16
 
 
