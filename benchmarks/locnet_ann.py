@@ -62,16 +62,18 @@ class ValidationAirplanes:
         self.floor = localisation.iou_columns(floor_boxes, self.y_val)
         self.floor_per_image = metrics.box_iou(floor_boxes, self.y_val)
 
-    def score(self, record, variant, boxes, **extra):
+    def score(self, record, variant, boxes, *, epochs, best_epoch, seconds, **extra):
         """Append the entry of ``variant``'s validation ``boxes`` to ``record["variants"]``
-        (with ``extra`` fields) and print it: mean IoU, fraction at IoU >= 0.9, gain over
+        (with the ANN stage's ``epochs``, ``best_epoch``, ``seconds`` and any ``extra``
+        fields) and print it: mean IoU, fraction at IoU >= 0.9, gain over
         the floor and difference from the first variant, each with its paired standard
         error (the std of the per-image differences over sqrt(n))."""
         scores = localisation.iou_columns(boxes, self.y_val)
         per_image = metrics.box_iou(boxes, self.y_val)
         gain = metrics.paired_difference(per_image, self.floor_per_image)
         entry = {"variant": variant, "floor": self.floor, "ann": scores, "gain_over_floor": gain["mean"],
-                 "gain_over_floor_se": gain["se"], "per_image_iou": per_image.tolist(), **extra}
+                 "gain_over_floor_se": gain["se"], "per_image_iou": per_image.tolist(), **extra,
+                 "epochs": epochs, "best_epoch": best_epoch, "seconds": seconds}
         compared = ""
         if record["variants"]:
             first = record["variants"][0]
@@ -82,7 +84,7 @@ class ValidationAirplanes:
         print(f"[{variant}] {len(self.y_val)} validation airplanes: IoU {scores['iou']:.4f} "
               f"(floor {self.floor['iou']:.4f}, gain {gain['mean']:+.4f} ± {gain['se']:.4f} s.e.), IoU >= 0.9: "
               f"{scores['frac_iou_ge_0.9']:.2f} (floor {self.floor['frac_iou_ge_0.9']:.2f}){compared}; best "
-              f"epoch {extra['best_epoch']} of {extra['epochs']}, {extra['seconds']:.0f} s", flush=True)
+              f"epoch {best_epoch} of {epochs}, {seconds:.0f} s", flush=True)
         return entry
 
 
